@@ -1,0 +1,47 @@
+"""``hoard``: one command line for every scatterhoard tool."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+from .errors import HoardError
+
+DESCRIPTION = """\
+scatterhoard: a distributed cache toolkit. A memcached-compatible cache
+server, and (as they land) a twemproxy-compatible sharding proxy, distcache
+tools, clients, and operator tools, all over one protocol core.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hoard", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-V", "--version", action="version", version=f"scatterhoard {__version__}")
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+    from .server.cli import add_parser as add_server
+
+    add_server(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(func(args))
+    except HoardError as exc:
+        print(f"hoard: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,384 @@
+"""memcached text protocol (classic and meta commands), request side, sans-IO.
+
+Feed bytes to :class:`TextRequestParser`; get typed commands back. Errors
+that the protocol answers (``ERROR``, ``CLIENT_ERROR ...``) come back as
+:class:`ErrorReply` items in the same stream, in order, so a server simply
+writes them; an oversized data block is swallowed and reported as
+:class:`TooLarge`. Tokenisation follows memcached: tokens are separated by
+spaces only, a line ends with ``\\n`` (an optional ``\\r`` before it is dropped).
+"""
+
+from __future__ import annotations
+
+import binascii
+from typing import NamedTuple
+
+KEY_MAX_LENGTH = 250
+#: A command line longer than this (without a newline) closes the connection,
+#: except retrieval lines, which may carry many keys.
+MAX_LINE = 8192
+MAX_GET_LINE = 4 * 1024 * 1024
+_U32 = 1 << 32
+_U64 = 1 << 64
+_I32_MIN = -(1 << 31)
+
+ERROR = b"ERROR"
+BAD_FORMAT = b"CLIENT_ERROR bad command line format"
+BAD_CHUNK = b"CLIENT_ERROR bad data chunk"
+
+
+class Get(NamedTuple):
+    """get/gets/gat/gats: ``exptime`` is set for the touching forms."""
+
+    keys: list[bytes]
+    with_cas: bool
+    exptime: int | None
+
+
+class StoreCmd(NamedTuple):
+    """set/add/replace/append/prepend/cas with its data block."""
+
+    command: bytes
+    key: bytes
+    flags: int
+    exptime: int
+    value: bytes
+    cas: int
+    noreply: bool
+
+
+class Delete(NamedTuple):
+    key: bytes
+    noreply: bool
+
+
+class Arith(NamedTuple):
+    key: bytes
+    incr: bool
+    delta: int
+    noreply: bool
+
+
+class Touch(NamedTuple):
+    key: bytes
+    exptime: int
+    noreply: bool
+
+
+class FlushAll(NamedTuple):
+    delay: int
+    noreply: bool
+
+
+class Version(NamedTuple):
+    pass
+
+
+class Verbosity(NamedTuple):
+    level: int
+    noreply: bool
+
+
+class Quit(NamedTuple):
+    pass
+
+
+class Stats(NamedTuple):
+    args: list[bytes]
+
+
+class Meta(NamedTuple):
+    """A meta command (mg ms md ma mn me).
+
+    ``key`` is the decoded key (base64-decoded with the ``b`` flag),
+    ``raw_key`` what the client sent (echoed by the ``k`` flag), ``flags``
+    the flag tokens in request order as (flag letter, token).
+    """
+
+    command: bytes
+    key: bytes
+    raw_key: bytes
+    flags: list[tuple[str, bytes]]
+    value: bytes | None
+
+
+class ErrorReply(NamedTuple):
+    """A protocol error to send back; ``close`` ends the connection after it."""
+
+    message: bytes
+    close: bool = False
+
+
+class TooLarge(NamedTuple):
+    """A storage command whose data block exceeded the item size limit (swallowed)."""
+
+    command: bytes
+    key: bytes
+    noreply: bool
+
+
+TextCommand = (Get | StoreCmd | Delete | Arith | Touch | FlushAll | Version | Verbosity | Quit | Stats
+               | Meta | ErrorReply | TooLarge)
+
+_STORAGE = {b"set", b"add", b"replace", b"append", b"prepend", b"cas"}
+_GETS = {b"get": (False, False), b"gets": (True, False), b"gat": (False, True), b"gats": (True, True)}
+_META = {b"mg", b"ms", b"md", b"ma", b"mn", b"me"}
+
+
+def _uint(tok: bytes, limit: int) -> int | None:
+    if tok.isdigit():
+        n = int(tok)
+        if n < limit:
+            return n
+    return None
+
+
+def _int32(tok: bytes) -> int | None:
+    body = tok[1:] if tok[:1] == b"-" else tok
+    if body.isdigit():
+        n = int(tok)
+        if _I32_MIN <= n < 1 << 31:
+            return n
+    return None
+
+
+def parse_meta_flags(tokens: list[bytes]) -> list[tuple[str, bytes]] | bytes:
+    """Meta flags as (letter, token) in order, or the CLIENT_ERROR text."""
+    out: list[tuple[str, bytes]] = []
+    seen = set()
+    for tok in tokens:
+        c = chr(tok[0])
+        if not c.isalpha():
+            return b"CLIENT_ERROR invalid flag"
+        if c in seen:
+            return b"CLIENT_ERROR duplicate flag"
+        seen.add(c)
+        out.append((c, tok[1:]))
+    return out
+
+
+class TextRequestParser:
+    """Incremental parser of client requests in the memcached text protocol."""
+
+    __slots__ = ("_buf", "_pending", "_swallow", "max_item_size")
+
+    def __init__(self, max_item_size: int = 1024 * 1024) -> None:
+        self._buf = bytearray()
+        # A storage command waiting for its data block: (builder args, length)
+        self._pending: tuple[StoreCmd | Meta, int] | None = None
+        self._swallow = 0
+        self.max_item_size = max_item_size
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf)
+
+    def feed(self, data: bytes) -> list[TextCommand]:
+        """Consume ``data``; return every command completed by it, in order."""
+        buf = self._buf
+        if buf:
+            buf += data
+            view: bytes | bytearray = buf
+        else:
+            view = data
+        out: list[TextCommand] = []
+        pos = 0
+        end = len(view)
+        while pos < end:
+            if self._swallow:
+                n = min(self._swallow, end - pos)
+                self._swallow -= n
+                pos += n
+                continue
+            pending = self._pending
+            if pending is not None:
+                cmd, length = pending
+                if end - pos < length + 2:
+                    break
+                value = bytes(view[pos:pos + length])
+                tail = view[pos + length:pos + length + 2]
+                self._pending = None
+                if tail != b"\r\n":
+                    # memcached: the block is consumed, then the rest is read as commands
+                    out.append(ErrorReply(BAD_CHUNK))
+                    pos += length + 2
+                    continue
+                pos += length + 2
+                out.append(cmd._replace(value=value))
+                continue
+            eol = view.find(b"\n", pos)
+            if eol < 0:
+                pending_len = end - pos
+                if pending_len > MAX_LINE:
+                    head = bytes(view[pos:pos + 5])
+                    if not head.startswith((b"get ", b"gets ", b"gat ", b"gats ")) \
+                            or pending_len > MAX_GET_LINE:
+                        out.append(ErrorReply(b"CLIENT_ERROR line too long", close=True))
+                        pos = end
+                break
+            line_end = eol - 1 if eol > pos and view[eol - 1] == 13 else eol
+            line = bytes(view[pos:line_end])
+            pos = eol + 1
+            cmd = self._parse_line(line)
+            if cmd is not None:
+                if isinstance(cmd, ErrorReply) and cmd.close:
+                    out.append(cmd)
+                    pos = end
+                    break
+                out.append(cmd)
+        if view is buf:
+            del buf[:pos]
+        elif pos < end:
+            buf += data[pos:]
+        return out
+
+    # -- line parsing --------------------------------------------------------------
+    def _parse_line(self, line: bytes) -> TextCommand | None:
+        parts = line.split(b" ")
+        if b"" in parts:
+            parts = [p for p in parts if p]
+            if not parts:
+                return ErrorReply(ERROR)
+        name = parts[0]
+        n = len(parts)
+        get = _GETS.get(name)
+        if get is not None:
+            with_cas, touching = get
+            exptime: int | None = None
+            keys = parts[1:]
+            if touching:
+                if n < 2:
+                    return ErrorReply(ERROR)
+                exptime = _int32(parts[1])
+                if exptime is None:
+                    return ErrorReply(b"CLIENT_ERROR invalid exptime argument")
+                keys = parts[2:]
+            elif n < 2:
+                return ErrorReply(ERROR)
+            for k in keys:
+                if len(k) > KEY_MAX_LENGTH:
+                    return ErrorReply(BAD_FORMAT)
+            return Get(keys, with_cas, exptime)
+        if name in _STORAGE:
+            return self._parse_storage(name, parts, n)
+        if name in _META:
+            return self._parse_meta(name, parts, n)
+        noreply = parts[-1] == b"noreply"
+        if name == b"delete":
+            if n < 2 or n > 4:
+                return ErrorReply(ERROR)
+            if len(parts[1]) > KEY_MAX_LENGTH:
+                return ErrorReply(BAD_FORMAT)
+            extra = n - 2 - noreply
+            if extra > 1 or (extra == 1 and parts[2] != b"0"):
+                return ErrorReply(b"CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]")
+            return Delete(parts[1], noreply)
+        if name == b"incr" or name == b"decr":
+            if n != 3 and n != 4:
+                return ErrorReply(ERROR)
+            if len(parts[1]) > KEY_MAX_LENGTH:
+                return ErrorReply(BAD_FORMAT)
+            delta = _uint(parts[2], _U64)
+            if delta is None:
+                return ErrorReply(b"CLIENT_ERROR invalid numeric delta argument")
+            return Arith(parts[1], name == b"incr", delta, noreply)
+        if name == b"touch":
+            if n != 3 and n != 4:
+                return ErrorReply(ERROR)
+            if len(parts[1]) > KEY_MAX_LENGTH:
+                return ErrorReply(BAD_FORMAT)
+            exp = _int32(parts[2])
+            if exp is None:
+                return ErrorReply(b"CLIENT_ERROR invalid exptime argument")
+            return Touch(parts[1], exp, noreply)
+        if name == b"flush_all":
+            if n > 3:
+                return ErrorReply(ERROR)
+            delay = 0
+            if n - noreply == 2:
+                d = _int32(parts[1])
+                if d is None:
+                    return ErrorReply(b"CLIENT_ERROR invalid exptime argument")
+                delay = d
+            return FlushAll(delay, noreply)
+        if name == b"version":
+            return Version()
+        if name == b"quit":
+            return Quit()
+        if name == b"stats":
+            return Stats(parts[1:])
+        if name == b"verbosity":
+            if n < 2 or n > 3:
+                return ErrorReply(ERROR)
+            level = _uint(parts[1], _U32)
+            if level is None:
+                return None if noreply else ErrorReply(BAD_FORMAT)
+            return Verbosity(level, noreply)
+        return ErrorReply(ERROR)
+
+    def _parse_storage(self, name: bytes, parts: list[bytes], n: int) -> TextCommand | None:
+        is_cas = name == b"cas"
+        if n != (6 if is_cas else 5) and n != (7 if is_cas else 6):
+            return ErrorReply(ERROR)
+        key = parts[1]
+        if len(key) > KEY_MAX_LENGTH:
+            return ErrorReply(BAD_FORMAT)
+        flags = _uint(parts[2], _U32)
+        exptime = _int32(parts[3])
+        length = _int32(parts[4])
+        if flags is None or exptime is None or length is None or length < 0:
+            return ErrorReply(BAD_FORMAT)
+        cas = 0
+        if is_cas:
+            c = _uint(parts[5], _U64)
+            if c is None:
+                return ErrorReply(BAD_FORMAT)
+            cas = c
+        noreply = parts[-1] == b"noreply" and n == (7 if is_cas else 6)
+        if length + len(key) + 59 > self.max_item_size:
+            self._swallow = length + 2
+            return TooLarge(name, key, noreply)
+        self._pending = (StoreCmd(name, key, flags, exptime, b"", cas, noreply), length)
+        return None
+
+    def _parse_meta(self, name: bytes, parts: list[bytes], n: int) -> TextCommand | None:
+        if name == b"mn":
+            return Meta(name, b"", b"", [], None)
+        if n < 2:
+            return ErrorReply(BAD_FORMAT)
+        raw_key = parts[1]
+        rest = parts[2:]
+        length = -1
+        if name == b"ms":
+            if n < 3:
+                return ErrorReply(BAD_FORMAT)
+            dl = _int32(parts[2])
+            if dl is None or dl < 0:
+                return ErrorReply(BAD_FORMAT)
+            length = dl
+            rest = parts[3:]
+        flags = parse_meta_flags(rest)
+        if isinstance(flags, bytes):
+            if length >= 0:
+                self._swallow = length + 2
+            return ErrorReply(flags)
+        key = raw_key
+        if any(f == "b" for f, _ in flags):
+            try:
+                key = binascii.a2b_base64(raw_key, strict_mode=True)
+            except (binascii.Error, ValueError):
+                if length >= 0:
+                    self._swallow = length + 2
+                return ErrorReply(b"CLIENT_ERROR error decoding key")
+        if len(raw_key) > KEY_MAX_LENGTH or not key:
+            if length >= 0:
+                self._swallow = length + 2
+            return ErrorReply(BAD_FORMAT)
+        cmd = Meta(name, key, raw_key, flags, None)
+        if length >= 0:
+            if length + len(key) + 59 > self.max_item_size:
+                self._swallow = length + 2
+                return ErrorReply(b"SERVER_ERROR object too large for cache")
+            self._pending = (cmd, length)
+            return None
+        return cmd

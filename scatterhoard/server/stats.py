@@ -1,0 +1,168 @@
+"""Server-wide counters and the ``stats`` family of replies (memcached field names)."""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+from dataclasses import dataclass, field
+
+from .. import __version__
+from ..store import Store
+
+#: What ``version`` reports: a memcached 1.6 version number clients accept, then ours.
+VERSION = f"1.6.18-scatterhoard-{__version__}"
+
+
+@dataclass
+class Settings:
+    """Server settings, as ``stats settings`` shows them."""
+
+    listen: list[str] = field(default_factory=lambda: ["127.0.0.1:11211"])
+    port: int = 11211
+    memory_mb: int = 64
+    item_size_max: int = 1024 * 1024
+    maxconns: int = 1024
+    verbosity: int = 0
+    backlog: int = 1024
+
+
+class ServerStats:
+    """Counters shared by every connection of one server process."""
+
+    def __init__(self) -> None:
+        self.started = time.time()
+        self.curr_connections = 0
+        self.total_connections = 0
+        self.rejected_connections = 0
+        self.cmd_get = 0
+        self.cmd_set = 0
+        self.cmd_flush = 0
+        self.cmd_touch = 0
+        self.cmd_meta = 0
+        self.get_hits = 0
+        self.get_misses = 0
+        self.delete_hits = 0
+        self.delete_misses = 0
+        self.incr_hits = 0
+        self.incr_misses = 0
+        self.decr_hits = 0
+        self.decr_misses = 0
+        self.cas_hits = 0
+        self.cas_misses = 0
+        self.cas_badval = 0
+        self.touch_hits = 0
+        self.touch_misses = 0
+        self.bytes_read = 0
+        self.bytes_written = 0
+        self.protocol_errors = 0
+
+    def reset(self) -> None:
+        keep = (self.started, self.curr_connections)
+        self.__init__()  # type: ignore[misc]
+        self.started, self.curr_connections = keep
+
+    def general(self, store: Store, settings: Settings) -> list[tuple[str, object]]:
+        now = time.time()
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        s = store.stats()
+        rows: list[tuple[str, object]] = [
+            ("pid", os.getpid()),
+            ("uptime", int(now - self.started)),
+            ("time", int(now)),
+            ("version", VERSION),
+            ("libevent", "asyncio"),
+            ("pointer_size", 64),
+            ("rusage_user", f"{ru.ru_utime:.6f}"),
+            ("rusage_system", f"{ru.ru_stime:.6f}"),
+            ("max_connections", settings.maxconns),
+            ("curr_connections", self.curr_connections),
+            ("total_connections", self.total_connections),
+            ("rejected_connections", self.rejected_connections),
+            ("connection_structures", self.curr_connections),
+            ("cmd_get", self.cmd_get),
+            ("cmd_set", self.cmd_set),
+            ("cmd_flush", self.cmd_flush),
+            ("cmd_touch", self.cmd_touch),
+            ("cmd_meta", self.cmd_meta),
+            ("get_hits", self.get_hits),
+            ("get_misses", self.get_misses),
+            ("get_expired", s.get("get_expired", 0)),
+            ("get_flushed", s.get("get_flushed", 0)),
+            ("delete_misses", self.delete_misses),
+            ("delete_hits", self.delete_hits),
+            ("incr_misses", self.incr_misses),
+            ("incr_hits", self.incr_hits),
+            ("decr_misses", self.decr_misses),
+            ("decr_hits", self.decr_hits),
+            ("cas_misses", self.cas_misses),
+            ("cas_hits", self.cas_hits),
+            ("cas_badval", self.cas_badval),
+            ("touch_hits", self.touch_hits),
+            ("touch_misses", self.touch_misses),
+            ("auth_cmds", 0),
+            ("auth_errors", 0),
+            ("bytes_read", self.bytes_read),
+            ("bytes_written", self.bytes_written),
+            ("limit_maxbytes", s.get("limit_maxbytes", settings.memory_mb * 1024 * 1024)),
+            ("accepting_conns", 1),
+            ("threads", 1),
+            ("conn_yields", 0),
+            ("expired_unfetched", s.get("expired_unfetched", 0)),
+            ("evicted_unfetched", s.get("evicted_unfetched", 0)),
+            ("evicted_active", 0),
+            ("evictions", s.get("evictions", 0)),
+            ("reclaimed", s.get("reclaimed", 0)),
+            ("curr_items", s.get("curr_items", 0)),
+            ("total_items", s.get("total_items", 0)),
+            ("bytes", s.get("bytes", 0)),
+        ]
+        known = {name for name, _ in rows}
+        rows.extend((k, v) for k, v in s.items() if k not in known)
+        return rows
+
+    @staticmethod
+    def settings(settings: Settings, store: Store) -> list[tuple[str, object]]:
+        return [
+            ("maxbytes", settings.memory_mb * 1024 * 1024),
+            ("maxconns", settings.maxconns),
+            ("tcpport", settings.port),
+            ("udpport", 0),
+            ("inter", ",".join(settings.listen)),
+            ("verbosity", settings.verbosity),
+            ("oldest", 0),
+            ("evictions", "on"),
+            ("domain_socket", "NULL"),
+            ("umask", 700),
+            ("growth_factor", "1.25"),
+            ("chunk_size", 48),
+            ("num_threads", 1),
+            ("stat_key_prefix", ":"),
+            ("detail_enabled", "no"),
+            ("reqs_per_event", 20),
+            ("cas_enabled", "yes"),
+            ("tcp_backlog", settings.backlog),
+            ("binding_protocol", "auto-negotiate"),
+            ("auth_enabled_sasl", "no"),
+            ("item_size_max", store.max_item_size),
+            ("engine", type(store).__name__),
+        ]
+
+    @staticmethod
+    def items(store: Store) -> list[tuple[str, object]]:
+        return [(f"items:1:{k}", v) for k, v in store.items_snapshot().items()]
+
+    @staticmethod
+    def slabs(store: Store) -> list[tuple[str, object]]:
+        s = store.stats()
+        used = int(s.get("bytes", 0))
+        items = int(s.get("curr_items", 0))
+        rows: list[tuple[str, object]] = []
+        if items:
+            rows += [
+                ("1:chunk_size", store.max_item_size),
+                ("1:used_chunks", items),
+                ("1:mem_requested", used),
+            ]
+        rows += [("active_slabs", 1 if items else 0), ("total_malloced", used)]
+        return rows

@@ -1,0 +1,264 @@
+"""The memory engine: an LRU over one ordered dict, with a hard byte budget.
+
+Accounting: every item is charged ``len(key) + len(value) + ITEM_OVERHEAD``,
+where ``ITEM_OVERHEAD`` estimates what CPython really spends per item (the
+item object, two bytes objects' headers, the ordered-dict entry, the expiry
+heap entry). With that, the process RSS stays near ``budget + interpreter``;
+the README states the factor measured by ``tests/test_memory.py``.
+
+Expired items are reclaimed lazily (on access) and by :meth:`sweep`, which
+the server calls periodically: a heap of (exptime, cas, key) finds them
+without scanning the whole cache.
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+from collections import OrderedDict
+
+from .base import ITEM_HEADER_SIZE, Item, Mode, Status, Store, parse_counter
+
+#: Estimated CPython bytes per item beyond key and value bytes (measured with tracemalloc).
+ITEM_OVERHEAD = 240
+_U64 = (1 << 64) - 1
+
+
+class MemoryStore(Store):
+    """In-process LRU cache engine (the default)."""
+
+    def __init__(self, limit_bytes: int = 64 * 1024 * 1024, max_item_size: int = 1024 * 1024) -> None:
+        self.limit = limit_bytes
+        self.max_item_size = max_item_size
+        self._data: OrderedDict[bytes, Item] = OrderedDict()
+        self._heap: list[tuple[float, int, bytes]] = []
+        self._cas = 0
+        self._flush_at = 0.0
+        self.used = 0
+        self.total_items = 0
+        self.evictions = 0
+        self.evicted_unfetched = 0
+        self.reclaimed = 0
+        self.expired_unfetched = 0
+        self.get_expired = 0
+        self.get_flushed = 0
+
+    # -- internals -------------------------------------------------------------
+    def _next_cas(self) -> int:
+        self._cas += 1
+        return self._cas
+
+    def _unlink(self, key: bytes, item: Item) -> None:
+        del self._data[key]
+        self.used -= len(key) + len(item.value) + ITEM_OVERHEAD
+
+    def _expire(self, key: bytes, item: Item) -> None:
+        self._unlink(key, item)
+        self.reclaimed += 1
+        if not item.fetched:
+            self.expired_unfetched += 1
+
+    def _flush_now(self) -> None:
+        self._data.clear()
+        self._heap.clear()
+        self.used = 0
+        self._flush_at = 0.0
+
+    def _live(self, key: bytes, now: float) -> Item | None:
+        if self._flush_at and now >= self._flush_at:
+            self._flush_now()
+            return None
+        item = self._data.get(key)
+        if item is not None and item.exptime and item.exptime <= now:
+            self._expire(key, item)
+            self.get_expired += 1
+            return None
+        return item
+
+    def _link(self, key: bytes, item: Item, old: Item | None) -> None:
+        data = self._data
+        if old is not None:
+            self.used -= len(old.value)
+            data[key] = item
+            data.move_to_end(key)
+            self.used += len(item.value)
+        else:
+            data[key] = item
+            self.used += len(key) + len(item.value) + ITEM_OVERHEAD
+        self.total_items += 1
+        if item.exptime > 0:
+            heapq.heappush(self._heap, (item.exptime, item.cas, key))
+        if self.used > self.limit:
+            self._evict()
+
+    def _evict(self) -> None:
+        data = self._data
+        now = time.time()
+        while self.used > self.limit and len(data) > 1:
+            key, item = data.popitem(last=False)
+            self.used -= len(key) + len(item.value) + ITEM_OVERHEAD
+            if item.exptime and item.exptime <= now:
+                self.reclaimed += 1
+            else:
+                self.evictions += 1
+                if not item.fetched:
+                    self.evicted_unfetched += 1
+
+    # -- the interface -----------------------------------------------------------
+    def get(self, key: bytes, touch: float | None = None, bump: bool = True) -> Item | None:
+        now = time.time()
+        item = self._live(key, now)
+        if item is None:
+            return None
+        if bump:
+            self._data.move_to_end(key)
+            item.fetched = True
+            item.atime = now
+        if touch is not None:
+            item.exptime = touch
+            if touch > 0:
+                heapq.heappush(self._heap, (touch, item.cas, key))
+        return item
+
+    def store(self, mode: Mode, key: bytes, value: bytes, flags: int = 0, exptime: float = 0.0,
+              cas: int = 0, invalidate: bool = False) -> tuple[Status, int]:
+        now = time.time()
+        old = self._live(key, now)
+        if len(key) + len(value) + ITEM_HEADER_SIZE > self.max_item_size:
+            if mode == Mode.SET and old is not None:
+                self._unlink(key, old)  # memcached: a failed set must not leave stale data
+            return Status.TOO_LARGE, 0
+        stale = False
+        if mode == Mode.CAS or cas:
+            if old is None:
+                return Status.NOT_FOUND, 0
+            if old.cas != cas:
+                if not (invalidate and cas < old.cas):
+                    return Status.EXISTS, 0
+                stale = True
+        if mode == Mode.ADD:
+            if old is not None:
+                self._data.move_to_end(key)
+                return Status.NOT_STORED, 0
+        elif mode == Mode.REPLACE:
+            if old is None:
+                return Status.NOT_STORED, 0
+        elif mode == Mode.APPEND or mode == Mode.PREPEND:
+            if old is None:
+                return Status.NOT_STORED, 0
+            value = old.value + value if mode == Mode.APPEND else value + old.value
+            if len(key) + len(value) + ITEM_HEADER_SIZE > self.max_item_size:
+                return Status.TOO_LARGE, 0
+            flags, exptime = old.flags, old.exptime
+        new_cas = self._next_cas()
+        item = Item(value, flags, exptime, new_cas, now)
+        if stale:
+            item.stale = True
+        self._link(key, item, old)
+        return Status.STORED, new_cas
+
+    def delete(self, key: bytes, cas: int = 0) -> Status:
+        item = self._live(key, time.time())
+        if item is None:
+            return Status.NOT_FOUND
+        if cas and item.cas != cas:
+            return Status.EXISTS
+        self._unlink(key, item)
+        return Status.DELETED
+
+    def mark_stale(self, key: bytes, cas: int = 0, exptime: float | None = None) -> Status:
+        item = self._live(key, time.time())
+        if item is None:
+            return Status.NOT_FOUND
+        if cas and item.cas != cas:
+            return Status.EXISTS
+        item.stale = True
+        item.win = False
+        item.cas = self._next_cas()
+        if exptime is not None:
+            item.exptime = exptime
+            if exptime > 0:
+                heapq.heappush(self._heap, (exptime, item.cas, key))
+        return Status.DELETED
+
+    def arith(self, key: bytes, delta: int, incr: bool = True, initial: int | None = None,
+              exptime: float = 0.0, cas: int = 0) -> tuple[Status, int, int]:
+        now = time.time()
+        item = self._live(key, now)
+        if item is None:
+            if initial is None:
+                return Status.NOT_FOUND, 0, 0
+            value = initial & _U64
+            status, new_cas = self.store(Mode.ADD, key, b"%d" % value, 0, exptime)
+            return (Status.STORED, value, new_cas) if status == Status.STORED else (status, 0, 0)
+        if cas and item.cas != cas:
+            return Status.EXISTS, 0, 0
+        current = parse_counter(item.value)
+        if current is None:
+            return Status.NON_NUMERIC, 0, 0
+        value = (current + delta) & _U64 if incr else max(current - delta, 0)
+        text = b"%d" % value
+        if len(text) < len(item.value):  # memcached rewrites in place, padding with spaces
+            text = text.ljust(len(item.value))
+        new = Item(text, item.flags, item.exptime, self._next_cas(), now)
+        new.fetched = item.fetched
+        self._link(key, new, item)
+        return Status.STORED, value, new.cas
+
+    def touch(self, key: bytes, exptime: float) -> bool:
+        return self.get(key, touch=exptime) is not None
+
+    def flush_all(self, delay: float = 0.0) -> None:
+        if delay <= 0:
+            self._flush_now()
+        else:
+            self._flush_at = time.time() + delay
+
+    def sweep(self, budget: int = 10000) -> int:
+        """Reclaim up to ``budget`` expired items; returns how many were removed."""
+        now = time.time()
+        if self._flush_at and now >= self._flush_at:
+            self._flush_now()
+            return 0
+        heap, data = self._heap, self._data
+        removed = 0
+        while heap and budget > 0 and heap[0][0] <= now:
+            _, cas, key = heapq.heappop(heap)
+            budget -= 1
+            item = data.get(key)
+            if item is not None and item.cas == cas and item.exptime and item.exptime <= now:
+                self._expire(key, item)
+                removed += 1
+        if len(heap) > 2 * len(data) + 1024:  # drop entries of overwritten/deleted items
+            self._heap = [(it.exptime, it.cas, k) for k, it in data.items() if it.exptime > 0]
+            heapq.heapify(self._heap)
+        return removed
+
+    def stats(self) -> dict[str, int | float | str]:
+        return {
+            "limit_maxbytes": self.limit,
+            "curr_items": len(self._data),
+            "total_items": self.total_items,
+            "bytes": self.used,
+            "evictions": self.evictions,
+            "evicted_unfetched": self.evicted_unfetched,
+            "reclaimed": self.reclaimed,
+            "expired_unfetched": self.expired_unfetched,
+            "get_expired": self.get_expired,
+            "get_flushed": self.get_flushed,
+        }
+
+    def items_snapshot(self) -> dict[str, int]:
+        if not self._data:
+            return {}
+        oldest = next(iter(self._data.values()))
+        return {
+            "number": len(self._data),
+            "age": int(time.time() - oldest.atime),
+            "evicted": self.evictions,
+            "evicted_nonzero": 0,
+            "outofmemory": 0,
+            "reclaimed": self.reclaimed,
+            "expired_unfetched": self.expired_unfetched,
+            "evicted_unfetched": self.evicted_unfetched,
+        }

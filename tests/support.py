@@ -1,0 +1,138 @@
+"""Helpers for tests that start real servers (ours and the reference ones).
+
+Every server is started on a free port by the test that needs it and stopped
+when the test ends, always (context managers / fixtures).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 10.0,
+                  proc: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise RuntimeError(f"nothing listening on {host}:{port} after {timeout}s")
+
+
+def wait_for_unix(path: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.connect(path)
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise RuntimeError(f"nothing listening on unix:{path} after {timeout}s")
+
+
+def require_binary(name: str) -> str:
+    path = shutil.which(name) or (f"/usr/sbin/{name}" if os.path.exists(f"/usr/sbin/{name}") else None)
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{name} is not installed (make test installs it)")
+        pytest.skip(f"{name} not installed")
+    return path
+
+
+def stop_process(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(proc.pid, signal.SIGCONT)  # a test may have SIGSTOPped it
+        proc.send_signal(sig)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+@contextlib.contextmanager
+def running(argv: Sequence[str], port: int | None = None, unix_path: str | None = None,
+            env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    """Start a process, wait until it listens, yield it, stop it."""
+    proc = subprocess.Popen(list(argv), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env={**os.environ, **(env or {})})
+    try:
+        if port is not None:
+            wait_for_port(port, proc=proc)
+        if unix_path is not None:
+            wait_for_unix(unix_path)
+        yield proc
+    finally:
+        stop_process(proc)
+        if proc.stderr is not None:
+            proc.stderr.close()
+
+
+@contextlib.contextmanager
+def memcached(port: int | None = None, extra: Sequence[str] = ()) -> Iterator[int]:
+    """A real Debian memcached on a free port (single thread)."""
+    exe = require_binary("memcached")
+    port = port or free_port()
+    argv = [exe, "-l", "127.0.0.1", "-p", str(port), "-U", "0", "-t", "1"]
+    if os.geteuid() == 0:
+        argv += ["-u", "root"]
+    with running([*argv, *extra], port=port):
+        yield port
+
+
+def hoard_argv(*args: str) -> list[str]:
+    return [sys.executable, "-m", "scatterhoard", *args]
+
+
+@contextlib.contextmanager
+def hoard_server(port: int | None = None, extra: Sequence[str] = ()) -> Iterator[int]:
+    """Our ``hoard server`` on a free port."""
+    port = port or free_port()
+    with running(hoard_argv("server", "-l", "127.0.0.1", "-p", str(port), *extra), port=port):
+        yield port
+
+
+@contextlib.contextmanager
+def temp_dir() -> Iterator[str]:
+    with tempfile.TemporaryDirectory(prefix="hoard-test-") as d:
+        yield d
+
+
+def recv_until(sock: socket.socket, terminator: bytes, timeout: float = 5.0) -> bytes:
+    """Read from a blocking socket until the data ends with ``terminator``."""
+    sock.settimeout(timeout)
+    data = b""
+    while not data.endswith(terminator):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
