@@ -125,7 +125,7 @@ _GETS = {b"get": (False, False), b"gets": (True, False), b"gat": (False, True), 
 _META = {b"mg", b"ms", b"md", b"ma", b"mn", b"me"}
 
 
-def _uint(tok: bytes, limit: int) -> int | None:
+def parse_uint(tok: bytes, limit: int) -> int | None:
     if tok.isdigit():
         n = int(tok)
         if n < limit:
@@ -133,26 +133,55 @@ def _uint(tok: bytes, limit: int) -> int | None:
     return None
 
 
-def _int32(tok: bytes) -> int | None:
+def parse_i32(tok: bytes) -> int | None:
+    """memcached's safe_strtol into an int32: a 64-bit number, wrapped to 32 bits."""
     body = tok[1:] if tok[:1] == b"-" else tok
     if body.isdigit():
         n = int(tok)
-        if _I32_MIN <= n < 1 << 31:
-            return n
+        if -(1 << 63) <= n < 1 << 63:
+            return ((n + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)
     return None
 
 
-def parse_meta_flags(tokens: list[bytes]) -> list[tuple[str, bytes]] | bytes:
-    """Meta flags as (letter, token) in order, or the CLIENT_ERROR text."""
+def parse_flags32(tok: bytes) -> int | None:
+    """Client flags: an unsigned 64-bit number, truncated to 32 bits (as memcached)."""
+    n = parse_uint(tok, _U64)
+    return None if n is None else n & 0xFFFFFFFF
+
+
+# Meta flags that carry a number, per command, with memcached's parse rule.
+_META_NUMERIC: dict[bytes, dict[str, str]] = {
+    b"mg": {"T": "i32", "R": "i32", "N": "i32"},
+    b"ms": {"T": "i32", "C": "u64", "F": "flags"},
+    b"md": {"T": "i32", "C": "u64"},
+    b"ma": {"T": "i32", "C": "u64", "N": "i32", "J": "u64", "D": "u64"},
+    b"me": {},
+}
+_BAD_TOKEN = b"CLIENT_ERROR bad token in command line format"
+_INVALID_OR_DUP = b"CLIENT_ERROR invalid or duplicate flag"
+
+
+def parse_meta_flags(command: bytes, tokens: list[bytes]) -> list[tuple[str, bytes]] | bytes:
+    """Meta flags as (letter, token) in request order, or memcached's CLIENT_ERROR text."""
     out: list[tuple[str, bytes]] = []
     seen = set()
+    strict = command in (b"md", b"ma")  # these answer one message for every flag error
+    numeric = _META_NUMERIC.get(command, {})
     for tok in tokens:
         c = chr(tok[0])
         if not c.isalpha():
-            return b"CLIENT_ERROR invalid flag"
+            return _INVALID_OR_DUP if strict else b"CLIENT_ERROR invalid flag"
         if c in seen:
-            return b"CLIENT_ERROR duplicate flag"
+            return _INVALID_OR_DUP if strict else b"CLIENT_ERROR duplicate flag"
         seen.add(c)
+        kind = numeric.get(c)
+        if kind is not None:
+            arg = tok[1:]
+            ok = (parse_i32(arg) if kind == "i32" else parse_flags32(arg) if kind == "flags" else parse_uint(arg, _U64))
+            if ok is None:
+                if strict:
+                    return _INVALID_OR_DUP
+                return BAD_FORMAT if kind == "flags" else _BAD_TOKEN
         out.append((c, tok[1:]))
     return out
 
@@ -219,13 +248,12 @@ class TextRequestParser:
             line_end = eol - 1 if eol > pos and view[eol - 1] == 13 else eol
             line = bytes(view[pos:line_end])
             pos = eol + 1
-            cmd = self._parse_line(line)
-            if cmd is not None:
-                if isinstance(cmd, ErrorReply) and cmd.close:
-                    out.append(cmd)
+            parsed = self._parse_line(line)
+            if parsed is not None:
+                out.append(parsed)
+                if isinstance(parsed, ErrorReply) and parsed.close:
                     pos = end
                     break
-                out.append(cmd)
         if view is buf:
             del buf[:pos]
         elif pos < end:
@@ -249,7 +277,7 @@ class TextRequestParser:
             if touching:
                 if n < 2:
                     return ErrorReply(ERROR)
-                exptime = _int32(parts[1])
+                exptime = parse_i32(parts[1])
                 if exptime is None:
                     return ErrorReply(b"CLIENT_ERROR invalid exptime argument")
                 keys = parts[2:]
@@ -278,7 +306,7 @@ class TextRequestParser:
                 return ErrorReply(ERROR)
             if len(parts[1]) > KEY_MAX_LENGTH:
                 return ErrorReply(BAD_FORMAT)
-            delta = _uint(parts[2], _U64)
+            delta = parse_uint(parts[2], _U64)
             if delta is None:
                 return ErrorReply(b"CLIENT_ERROR invalid numeric delta argument")
             return Arith(parts[1], name == b"incr", delta, noreply)
@@ -287,7 +315,7 @@ class TextRequestParser:
                 return ErrorReply(ERROR)
             if len(parts[1]) > KEY_MAX_LENGTH:
                 return ErrorReply(BAD_FORMAT)
-            exp = _int32(parts[2])
+            exp = parse_i32(parts[2])
             if exp is None:
                 return ErrorReply(b"CLIENT_ERROR invalid exptime argument")
             return Touch(parts[1], exp, noreply)
@@ -296,7 +324,7 @@ class TextRequestParser:
                 return ErrorReply(ERROR)
             delay = 0
             if n - noreply == 2:
-                d = _int32(parts[1])
+                d = parse_i32(parts[1])
                 if d is None:
                     return ErrorReply(b"CLIENT_ERROR invalid exptime argument")
                 delay = d
@@ -310,7 +338,7 @@ class TextRequestParser:
         if name == b"verbosity":
             if n < 2 or n > 3:
                 return ErrorReply(ERROR)
-            level = _uint(parts[1], _U32)
+            level = parse_uint(parts[1], _U32)
             if level is None:
                 return None if noreply else ErrorReply(BAD_FORMAT)
             return Verbosity(level, noreply)
@@ -323,14 +351,14 @@ class TextRequestParser:
         key = parts[1]
         if len(key) > KEY_MAX_LENGTH:
             return ErrorReply(BAD_FORMAT)
-        flags = _uint(parts[2], _U32)
-        exptime = _int32(parts[3])
-        length = _int32(parts[4])
+        flags = parse_flags32(parts[2])
+        exptime = parse_i32(parts[3])
+        length = parse_i32(parts[4])
         if flags is None or exptime is None or length is None or length < 0:
             return ErrorReply(BAD_FORMAT)
         cas = 0
         if is_cas:
-            c = _uint(parts[5], _U64)
+            c = parse_uint(parts[5], _U64)
             if c is None:
                 return ErrorReply(BAD_FORMAT)
             cas = c
@@ -345,19 +373,19 @@ class TextRequestParser:
         if name == b"mn":
             return Meta(name, b"", b"", [], None)
         if n < 2:
-            return ErrorReply(BAD_FORMAT)
+            return ErrorReply(ERROR)
         raw_key = parts[1]
         rest = parts[2:]
         length = -1
         if name == b"ms":
             if n < 3:
                 return ErrorReply(BAD_FORMAT)
-            dl = _int32(parts[2])
+            dl = parse_i32(parts[2])
             if dl is None or dl < 0:
                 return ErrorReply(BAD_FORMAT)
             length = dl
             rest = parts[3:]
-        flags = parse_meta_flags(rest)
+        flags = parse_meta_flags(name, rest)
         if isinstance(flags, bytes):
             if length >= 0:
                 self._swallow = length + 2

@@ -6,29 +6,24 @@ import binascii
 import time
 from typing import TYPE_CHECKING
 
-from ..protocol.text import Meta
+from ..protocol.text import Meta, parse_flags32, parse_i32
 from ..store import Mode, Status, absolute_exptime, remaining_ttl
 from ..store.base import ITEM_HEADER_SIZE, Item
 
 if TYPE_CHECKING:
     from .text import TextSession
 
-_U64 = 1 << 64
 _MS_MODES = {b"E": Mode.ADD, b"A": Mode.APPEND, b"P": Mode.PREPEND, b"R": Mode.REPLACE, b"S": Mode.SET}
-BAD_FORMAT = b"CLIENT_ERROR bad command line format\r\n"
 
 
-def _num(tok: bytes, limit: int = _U64) -> int | None:
-    if tok.isdigit():
-        n = int(tok)
-        if n < limit:
-            return n
-    return None
+def _num(tok: bytes) -> int:
+    """A u64 flag token (the parser has validated it)."""
+    return int(tok)
 
 
-def _ttl(tok: bytes) -> int | None:
-    body = tok[1:] if tok[:1] == b"-" else tok
-    return int(tok) if body.isdigit() else None
+def _ttl(tok: bytes) -> float:
+    """A TTL flag token (validated by the parser) as an absolute expiry."""
+    return absolute_exptime(parse_i32(tok) or 0)
 
 
 def _key_flag(cmd: Meta, b64: bool) -> bytes:
@@ -72,17 +67,13 @@ def _mg(session: TextSession, cmd: Meta, out: list[bytes]) -> None:
     fl = dict(cmd.flags)
     b64 = "b" in fl
     now = time.time()
-    for f in ("N", "R", "T"):
-        if f in fl and _ttl(fl[f]) is None:
-            out.append(BAD_FORMAT)
-            return
     item = store.get(cmd.key, bump=False)
     created = False
     st.cmd_get += 1
     if item is None:
         st.get_misses += 1
         if "N" in fl:
-            status, _ = store.store(Mode.ADD, cmd.key, b"", 0, absolute_exptime(int(fl["N"])))
+            status, _ = store.store(Mode.ADD, cmd.key, b"", 0, _ttl(fl["N"]))
             item = store.get(cmd.key, bump=False) if status == Status.STORED else None
             created = item is not None
         if item is None:
@@ -95,15 +86,14 @@ def _mg(session: TextSession, cmd: Meta, out: list[bytes]) -> None:
     parts: list[bytes] = [b"VA %d" % len(item.value) if "v" in fl else b"HD"]
     for flag, tok in cmd.flags:
         if flag == "T":
-            item.exptime = absolute_exptime(int(tok))
-            store.touch(cmd.key, item.exptime)
+            store.touch(cmd.key, _ttl(tok))
             st.cmd_touch += 1
             st.touch_hits += 1
         elif flag == "N":
             if created:
                 won = True
         elif flag == "R":
-            limit = absolute_exptime(int(tok))
+            limit = _ttl(tok)
             if not item.win and not created and item.exptime != 0 and item.exptime < limit:
                 won = True
         elif flag == "s":
@@ -148,30 +138,12 @@ def _ms(session: TextSession, cmd: Meta, out: list[bytes]) -> None:
     if "M" in fl:
         m = _MS_MODES.get(fl["M"][:1].upper())
         if m is None or len(fl["M"]) != 1:
-            out.append(b"CLIENT_ERROR invalid mode for ms STORE\r\n")
+            out.append(b"CLIENT_ERROR invalid mode for ms M token\r\n")
             return
         mode = m
-    flags = 0
-    if "F" in fl:
-        f = _num(fl["F"], 1 << 32)
-        if f is None:
-            out.append(BAD_FORMAT)
-            return
-        flags = f
-    exptime = 0.0
-    if "T" in fl:
-        ttl = _ttl(fl["T"])
-        if ttl is None:
-            out.append(BAD_FORMAT)
-            return
-        exptime = absolute_exptime(ttl)
-    cas = 0
-    if "C" in fl:
-        c = _num(fl["C"])
-        if c is None:
-            out.append(BAD_FORMAT)
-            return
-        cas = c
+    flags = parse_flags32(fl["F"]) or 0 if "F" in fl else 0
+    exptime = _ttl(fl["T"]) if "T" in fl else 0.0
+    cas = _num(fl["C"]) if "C" in fl else 0
     session.stats.cmd_set += 1
     if len(cmd.key) + len(value) + ITEM_HEADER_SIZE > session.store.max_item_size:
         out.append(b"SERVER_ERROR object too large for cache\r\n")
@@ -202,23 +174,10 @@ def _ms(session: TextSession, cmd: Meta, out: list[bytes]) -> None:
 def _md(session: TextSession, cmd: Meta, out: list[bytes]) -> None:
     fl = dict(cmd.flags)
     b64 = "b" in fl
-    cas = 0
-    if "C" in fl:
-        c = _num(fl["C"])
-        if c is None:
-            out.append(BAD_FORMAT)
-            return
-        cas = c
+    cas = _num(fl["C"]) if "C" in fl else 0
     store = session.store
     if "I" in fl:
-        exptime = None
-        if "T" in fl:
-            ttl = _ttl(fl["T"])
-            if ttl is None:
-                out.append(BAD_FORMAT)
-                return
-            exptime = absolute_exptime(ttl)
-        status = store.mark_stale(cmd.key, cas, exptime)
+        status = store.mark_stale(cmd.key, cas, _ttl(fl["T"]) if "T" in fl else None)
     elif "x" in fl:
         item = store.get(cmd.key, bump=False)
         if item is None:
@@ -238,7 +197,7 @@ def _md(session: TextSession, cmd: Meta, out: list[bytes]) -> None:
     else:
         session.stats.delete_misses += 1
         code = b"NF"
-    if "q" in fl and code != b"EX":
+    if "q" in fl and code == b"HD":
         return
     parts = [code]
     for flag, tok in cmd.flags:
@@ -261,37 +220,15 @@ def _ma(session: TextSession, cmd: Meta, out: list[bytes]) -> None:
         elif m in (b"D", b"-", b"DECR"):
             incr = False
         else:
-            out.append(b"CLIENT_ERROR invalid mode for ma MODE\r\n")
+            out.append(b"CLIENT_ERROR invalid mode for ma M token\r\n")
             return
-    delta = 1
-    if "D" in fl:
-        d = _num(fl["D"])
-        if d is None:
-            out.append(b"CLIENT_ERROR invalid numeric delta argument\r\n")
-            return
-        delta = d
+    delta = _num(fl["D"]) if "D" in fl else 1
     initial: int | None = None
     exptime = 0.0
     if "N" in fl:
-        ttl = _ttl(fl["N"])
-        if ttl is None:
-            out.append(BAD_FORMAT)
-            return
-        exptime = absolute_exptime(ttl)
-        initial = 0
-        if "J" in fl:
-            j = _num(fl["J"])
-            if j is None:
-                out.append(b"CLIENT_ERROR invalid numeric initial value\r\n")
-                return
-            initial = j
-    cas = 0
-    if "C" in fl:
-        c = _num(fl["C"])
-        if c is None:
-            out.append(BAD_FORMAT)
-            return
-        cas = c
+        exptime = _ttl(fl["N"])
+        initial = _num(fl["J"]) if "J" in fl else 0
+    cas = _num(fl["C"]) if "C" in fl else 0
     store = session.store
     status, value, new_cas = store.arith(cmd.key, delta, incr, initial, exptime, cas)
     st = session.stats
@@ -305,9 +242,7 @@ def _ma(session: TextSession, cmd: Meta, out: list[bytes]) -> None:
         else:
             st.decr_hits += 1
         if "T" in fl:
-            ttl = _ttl(fl["T"])
-            if ttl is not None:
-                store.touch(cmd.key, absolute_exptime(ttl))
+            store.touch(cmd.key, _ttl(fl["T"]))
         item = store.get(cmd.key, bump=False)
         code = b"VA %d" % len(b"%d" % value) if "v" in fl else b"HD"
         if "q" in fl:
@@ -320,8 +255,6 @@ def _ma(session: TextSession, cmd: Meta, out: list[bytes]) -> None:
         else:
             st.decr_misses += 1
         code = b"NF"
-        if "q" in fl:
-            return
     else:
         code = b"NS"
     parts = [code]

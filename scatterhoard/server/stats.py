@@ -166,3 +166,23 @@ class ServerStats:
             ]
         rows += [("active_slabs", 1 if items else 0), ("total_malloced", used)]
         return rows
+
+
+def stats_group(stats: ServerStats, group: bytes, store: Store, settings: Settings) -> list[tuple[str, object]] | None:
+    """The rows of ``stats <group>`` (``reset`` resets and returns []); None for an unknown group."""
+    if group == b"":
+        return stats.general(store, settings)
+    if group == b"settings":
+        return stats.settings(settings, store)
+    if group == b"items":
+        return stats.items(store)
+    if group == b"slabs":
+        return stats.slabs(store)
+    if group == b"sizes":
+        return [("sizes_status", "disabled")]
+    if group == b"conns":
+        return []
+    if group == b"reset":
+        stats.reset()
+        return []
+    return None

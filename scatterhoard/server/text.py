@@ -7,14 +7,14 @@ write.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
 from ..protocol import text as t
 from ..store import Mode, Status, Store, absolute_exptime
+from ..store.base import flush_delay
 from .meta import execute_meta
-from .stats import VERSION, ServerStats, Settings
+from .stats import VERSION, ServerStats, Settings, stats_group
 
 _MODES = {b"set": Mode.SET, b"add": Mode.ADD, b"replace": Mode.REPLACE, b"append": Mode.APPEND,
           b"prepend": Mode.PREPEND, b"cas": Mode.CAS}
@@ -172,10 +172,7 @@ class TextSession:
     # -- everything else -----------------------------------------------------------------
     def _flush_all(self, cmd: t.FlushAll, out: list[bytes]) -> None:
         self.stats.cmd_flush += 1
-        delay = 0.0
-        if cmd.delay > 0:
-            delay = max(absolute_exptime(cmd.delay) - time.time(), 0.0)
-        self.store.flush_all(delay)
+        self.store.flush_all(flush_delay(cmd.delay))
         if self.on_flush is not None:
             self.on_flush()
         if not cmd.noreply:
@@ -193,24 +190,14 @@ class TextSession:
         self.closing = True
 
     def _stats(self, cmd: t.Stats, out: list[bytes]) -> None:
-        sub = cmd.args[0] if cmd.args else b""
-        if sub == b"":
-            out.append(format_stats(self.stats.general(self.store, self.settings)))
-        elif sub == b"settings":
-            out.append(format_stats(self.stats.settings(self.settings, self.store)))
-        elif sub == b"items":
-            out.append(format_stats(self.stats.items(self.store)))
-        elif sub == b"slabs":
-            out.append(format_stats(self.stats.slabs(self.store)))
-        elif sub == b"sizes":
-            out.append(format_stats([("sizes_status", "disabled")]))
-        elif sub == b"conns":
-            out.append(b"END\r\n")
-        elif sub == b"reset":
-            self.stats.reset()
+        group = cmd.args[0] if cmd.args else b""
+        rows = stats_group(self.stats, group, self.store, self.settings)
+        if rows is None:
+            out.append(b"ERROR\r\n")
+        elif group == b"reset":
             out.append(b"RESET\r\n")
         else:
-            out.append(b"ERROR\r\n")
+            out.append(format_stats(rows))
 
     def _meta(self, cmd: t.Meta, out: list[bytes]) -> None:
         self.stats.cmd_meta += 1

@@ -31,6 +31,14 @@ def absolute_exptime(exptime: int, now: float | None = None) -> float:
     return now + exptime
 
 
+def flush_delay(exptime: int) -> float:
+    """flush_all's argument (relative seconds or a unix time) -> seconds from now."""
+    if exptime <= 0:
+        return 0.0
+    now = time.time()
+    return max(absolute_exptime(exptime, now) - now, 0.0)
+
+
 def remaining_ttl(exptime: float, now: float | None = None) -> int:
     """Seconds an item has left (-1 when it never expires), as memcached reports it."""
     if exptime == 0:

@@ -20,7 +20,7 @@ from collections import OrderedDict
 from .base import ITEM_HEADER_SIZE, Item, Mode, Status, Store, parse_counter
 
 #: Estimated CPython bytes per item beyond key and value bytes (measured with tracemalloc).
-ITEM_OVERHEAD = 240
+ITEM_OVERHEAD = 380
 _U64 = (1 << 64) - 1
 
 

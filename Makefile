@@ -1,0 +1,42 @@
+# scatterhoard: the two commands are `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+HOST   ?= 127.0.0.1
+PORT   ?= 11211
+PYTEST_ARGS ?=
+
+.PHONY: run test lint typecheck unit system-deps bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+## run: create .venv, install, start `hoard server` on 127.0.0.1:11211
+run: $(STAMP)
+	$(VENV)/bin/hoard server -l $(HOST) -p $(PORT) -v
+
+## system-deps: Debian memcached, redis-server, libmemcached-tools, nutcracker (apt-get as root)
+system-deps:
+	bash scripts/install-system-deps.sh
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check scatterhoard tests benchmarks
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+unit: $(STAMP)
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+## test: everything CI runs: deps, ruff, mypy (strict), the whole suite
+test: $(STAMP) system-deps lint typecheck unit
+
+bench: $(STAMP) system-deps
+	$(PY) benchmarks/bench_server.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -1,0 +1,93 @@
+"""Unit and property tests of the sans-IO text/meta request parser."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from scatterhoard.protocol import text as t
+
+COMMANDS = [b"get a b\r\n", b"gets a\r\n", b"gat 10 a\r\n", b"set k 1 2 3\r\nabc\r\n",
+            b"cas k 0 0 1 99 noreply\r\nx\r\n", b"delete k\r\n", b"incr k 5\r\n", b"touch k 10\r\n",
+            b"flush_all 5\r\n", b"version\r\n", b"stats items\r\n", b"mg k v c t\r\n",
+            b"ms k 2 T5 F3\r\nhi\r\n", b"md k q\r\n", b"ma k D4 N0\r\n", b"mn\r\n", b"bogus\r\n"]
+
+
+def test_parse_each_command_type() -> None:
+    p = t.TextRequestParser()
+    cmds = p.feed(b"".join(COMMANDS))
+    assert [type(c).__name__ for c in cmds] == [
+        "Get", "Get", "Get", "StoreCmd", "StoreCmd", "Delete", "Arith", "Touch", "FlushAll", "Version",
+        "Stats", "Meta", "Meta", "Meta", "Meta", "Meta", "ErrorReply"]
+    store = cmds[3]
+    assert store == t.StoreCmd(b"set", b"k", 1, 2, b"abc", 0, False)
+    assert cmds[4] == t.StoreCmd(b"cas", b"k", 0, 0, b"x", 99, True)
+    assert cmds[12] == t.Meta(b"ms", b"k", b"k", [("T", b"5"), ("F", b"3")], b"hi")
+
+
+def test_too_large_is_swallowed_and_the_stream_goes_on() -> None:
+    p = t.TextRequestParser(max_item_size=1024)
+    data = b"set big 0 0 5000\r\n" + b"x" * 5000 + b"\r\nget a\r\n"
+    cmds = p.feed(data[:100]) + p.feed(data[100:3000]) + p.feed(data[3000:])
+    assert cmds == [t.TooLarge(b"set", b"big", False), t.Get([b"a"], False, None)]
+
+
+def test_line_too_long_closes() -> None:
+    p = t.TextRequestParser()
+    cmds = p.feed(b"x" * (t.MAX_LINE + 10))
+    assert cmds == [t.ErrorReply(b"CLIENT_ERROR line too long", close=True)]
+
+
+def test_long_get_line_is_allowed() -> None:
+    keys = [b"key%d" % i for i in range(3000)]
+    line = b"get " + b" ".join(keys) + b"\r\n"
+    p = t.TextRequestParser()
+    out = p.feed(line[:9000]) + p.feed(line[9000:])
+    assert out == [t.Get(keys, False, None)]
+
+
+def test_base64_meta_key() -> None:
+    (cmd,) = t.TextRequestParser().feed(b"mg Zm9v b v\r\n")
+    assert isinstance(cmd, t.Meta) and cmd.key == b"foo" and cmd.raw_key == b"Zm9v"
+    (bad,) = t.TextRequestParser().feed(b"mg !!! b v\r\n")
+    assert isinstance(bad, t.ErrorReply)
+
+
+@given(st.lists(st.sampled_from(COMMANDS), min_size=1, max_size=20), st.data())
+def test_split_anywhere_gives_the_same_commands(cmds: list[bytes], data: st.DataObject) -> None:
+    stream = b"".join(cmds)
+    whole = t.TextRequestParser().feed(stream)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=8)))
+    p = t.TextRequestParser()
+    pieces = []
+    prev = 0
+    for cut in [*cuts, len(stream)]:
+        pieces += p.feed(stream[prev:cut])
+        prev = cut
+    assert pieces == whole
+    assert len(whole) == len(cmds)
+
+
+def _mutate(data: bytes, edits: list[tuple[int, int]]) -> bytes:
+    b = bytearray(data)
+    for pos, val in edits:
+        if b:
+            b[pos % len(b)] = val
+    return bytes(b)
+
+
+@settings(max_examples=400)
+@given(st.lists(st.sampled_from(COMMANDS), min_size=1, max_size=8),
+       st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), max_size=6))
+def test_mutated_commands_never_raise(cmds: list[bytes], edits: list[tuple[int, int]]) -> None:
+    out = t.TextRequestParser(max_item_size=4096).feed(_mutate(b"".join(cmds), edits))
+    for c in out:
+        assert isinstance(c, t.TextCommand)
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=3000))
+def test_random_bytes_never_raise(data: bytes) -> None:
+    p = t.TextRequestParser(max_item_size=4096)
+    for c in p.feed(data) + p.feed(b"\r\n"):
+        assert isinstance(c, t.TextCommand)
