@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from scatterhoard.routing import HASH_NAMES, Router
-from tests.support import free_port, memcached, require_binary, running, temp_dir, wait_for_port
+from tests.support import memcached, require_binary, running, temp_dir, wait_for_port
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -273,7 +273,10 @@ def _eject_dead_server(pool: Pool) -> None:
             if reply.startswith(b"SERVER_ERROR"):
                 return
             assert reply == b"END\r\n", reply
-    raise AssertionError("no probe key reached the dead server")
+    import time
+    time.sleep(1)
+    stats = subprocess.run(["sh", "-c", f"ss -tanp | grep {pool.backends[1]}; cat /proc/net/tcp | head -3"], capture_output=True, text=True).stdout
+    raise AssertionError(f"no probe key reached the dead server {pool.backends}: {stats}")
 
 
 @pytest.fixture(scope="module")
@@ -283,7 +286,10 @@ def placement() -> Iterator[dict[str, dict[bytes, set[Backend]]]]:
     with contextlib.ExitStack() as stack:
         workdir = stack.enter_context(temp_dir())
         ports: list[Backend] = [stack.enter_context(memcached()) for _ in range(4)]
-        dead = free_port()  # slot 4: nothing listens there
+        # slot 4: bound (so no one else gets the port) but not listening: connections are refused
+        dead_sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+        dead_sock.bind(("127.0.0.1", 0))
+        dead = int(dead_sock.getsockname()[1])
         unix = stack.enter_context(_memcached_unix(os.path.join(workdir, "mc.sock")))
         slots: list[Backend] = [*ports, dead, unix]
         used: set[bytes] = set()

@@ -26,6 +26,22 @@ from .text import TextSession
 log = logging.getLogger("scatterhoard.server")
 
 SWEEP_INTERVAL = 1.0
+#: Every this many sweeps, give freed heap pages back to the OS (glibc malloc_trim):
+#: evicted large values otherwise keep the C heap at its high-water mark.
+TRIM_EVERY = 2
+
+
+def _malloc_trim() -> Callable[[], object] | None:
+    try:
+        import ctypes
+        import ctypes.util
+
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    return lambda: trim(0)
 
 
 class Session(TypingProtocol):
@@ -126,6 +142,8 @@ class Server:
         self._stopping: asyncio.Event | None = None
         self._sweeper: asyncio.TimerHandle | None = None
         self._unix_paths: list[str] = []
+        self._trim = _malloc_trim()
+        self._ticks = 0
         self.session_factories: dict[int, SessionFactory] = {}
         self._register_sessions()
 
@@ -134,6 +152,10 @@ class Server:
             from .binary import BinarySession
 
             self.session_factories[0x80] = lambda srv: BinarySession(srv.store, srv.stats, srv.settings)
+        with contextlib.suppress(ImportError):
+            from .distcache import DistcacheSession
+
+            self.session_factories[0x00] = lambda srv: DistcacheSession(srv.store, srv.stats, srv.settings)
 
     def session_for(self, first: int) -> Session:
         factory = self.session_factories.get(first)
@@ -185,6 +207,9 @@ class Server:
                 sweep()
             except Exception:
                 log.exception("expiry sweep failed")
+        self._ticks += 1
+        if self._trim is not None and self._ticks % TRIM_EVERY == 0:
+            self._trim()
         self._schedule_sweep()
 
     # -- running and stopping ---------------------------------------------------------

@@ -10,11 +10,12 @@ from collections.abc import Callable
 
 from ..protocol import binary as b
 from ..store import Mode, Status, Store, absolute_exptime
-from ..store.base import flush_delay
+from ..store.base import ITEM_HEADER_SIZE, flush_delay
 from .stats import VERSION, ServerStats, Settings, stats_group
 
 _STORE_MODES = {b.OP_SET: Mode.SET, b.OP_ADD: Mode.ADD, b.OP_REPLACE: Mode.REPLACE,
                 b.OP_APPEND: Mode.APPEND, b.OP_PREPEND: Mode.PREPEND}
+_CONCAT_MODES = (Mode.APPEND, Mode.PREPEND)
 _STATUS = {
     Status.EXISTS: b.STATUS_KEY_EEXISTS,
     Status.NOT_FOUND: b.STATUS_KEY_ENOENT,
@@ -129,6 +130,12 @@ class BinarySession:
         if status == Status.NOT_STORED:
             code = {Mode.ADD: b.STATUS_KEY_EEXISTS, Mode.REPLACE: b.STATUS_KEY_ENOENT}.get(
                 mode, b.STATUS_NOT_STORED)
+        elif mode in _CONCAT_MODES and (status == Status.NOT_FOUND or (
+                status == Status.TOO_LARGE and self._fits(req.key, req.value))):
+            # memcached: APPEND/PREPEND with a CAS is no CAS command (a missing item is
+            # NOT_STORED), and only a value too large on its own is E2BIG; one that
+            # makes the item too large is NOT_STORED.
+            code = b.STATUS_NOT_STORED
         else:
             code = _STATUS.get(status, b.STATUS_NOT_STORED)
             if req.cas:
@@ -137,6 +144,9 @@ class BinarySession:
                 elif status == Status.NOT_FOUND:
                     self.stats.cas_misses += 1
         self._error(req, code, out)
+
+    def _fits(self, key: bytes, value: bytes) -> bool:
+        return len(key) + len(value) + ITEM_HEADER_SIZE <= self.store.max_item_size
 
     def _delete(self, req: b.BinRequest, out: list[bytes]) -> None:
         status = self.store.delete(req.key, req.cas)

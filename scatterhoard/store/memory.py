@@ -7,13 +7,13 @@ heap entry). With that, the process RSS stays near ``budget + interpreter``;
 the README states the factor measured by ``tests/test_memory.py``.
 
 Expired items are reclaimed lazily (on access) and by :meth:`sweep`, which
-the server calls periodically: a heap of (exptime, cas, key) finds them
-without scanning the whole cache.
+the server calls periodically: an expiry wheel (one set of keys per second of
+expiry) finds them without scanning the whole cache and without stale
+entries.
 """
 
 from __future__ import annotations
 
-import heapq
 import time
 from collections import OrderedDict
 
@@ -31,7 +31,8 @@ class MemoryStore(Store):
         self.limit = limit_bytes
         self.max_item_size = max_item_size
         self._data: OrderedDict[bytes, Item] = OrderedDict()
-        self._heap: list[tuple[float, int, bytes]] = []
+        self._wheel: dict[int, set[bytes]] = {}
+        self._swept_to = int(time.time())
         self._cas = 0
         self._flush_at = 0.0
         self.used = 0
@@ -48,8 +49,28 @@ class MemoryStore(Store):
         self._cas += 1
         return self._cas
 
+    def _wheel_add(self, key: bytes, exptime: float) -> None:
+        if exptime > 0:
+            sec = int(exptime)
+            bucket = self._wheel.get(sec)
+            if bucket is None:
+                self._wheel[sec] = bucket = set()
+            bucket.add(key)
+
+    def _wheel_del(self, key: bytes, exptime: float) -> None:
+        if exptime > 0:
+            bucket = self._wheel.get(int(exptime))
+            if bucket is not None:
+                bucket.discard(key)
+
+    def _set_exptime(self, key: bytes, item: Item, exptime: float) -> None:
+        self._wheel_del(key, item.exptime)
+        item.exptime = exptime
+        self._wheel_add(key, exptime)
+
     def _unlink(self, key: bytes, item: Item) -> None:
         del self._data[key]
+        self._wheel_del(key, item.exptime)
         self.used -= len(key) + len(item.value) + ITEM_OVERHEAD
 
     def _expire(self, key: bytes, item: Item) -> None:
@@ -60,7 +81,7 @@ class MemoryStore(Store):
 
     def _flush_now(self) -> None:
         self._data.clear()
-        self._heap.clear()
+        self._wheel.clear()
         self.used = 0
         self._flush_at = 0.0
 
@@ -78,6 +99,7 @@ class MemoryStore(Store):
     def _link(self, key: bytes, item: Item, old: Item | None) -> None:
         data = self._data
         if old is not None:
+            self._wheel_del(key, old.exptime)
             self.used -= len(old.value)
             data[key] = item
             data.move_to_end(key)
@@ -87,7 +109,7 @@ class MemoryStore(Store):
             self.used += len(key) + len(item.value) + ITEM_OVERHEAD
         self.total_items += 1
         if item.exptime > 0:
-            heapq.heappush(self._heap, (item.exptime, item.cas, key))
+            self._wheel_add(key, item.exptime)
         if self.used > self.limit:
             self._evict()
 
@@ -96,6 +118,7 @@ class MemoryStore(Store):
         now = time.time()
         while self.used > self.limit and len(data) > 1:
             key, item = data.popitem(last=False)
+            self._wheel_del(key, item.exptime)
             self.used -= len(key) + len(item.value) + ITEM_OVERHEAD
             if item.exptime and item.exptime <= now:
                 self.reclaimed += 1
@@ -115,9 +138,7 @@ class MemoryStore(Store):
             item.fetched = True
             item.atime = now
         if touch is not None:
-            item.exptime = touch
-            if touch > 0:
-                heapq.heappush(self._heap, (touch, item.cas, key))
+            self._set_exptime(key, item, touch)
         return item
 
     def store(self, mode: Mode, key: bytes, value: bytes, flags: int = 0, exptime: float = 0.0,
@@ -151,6 +172,11 @@ class MemoryStore(Store):
                 return Status.TOO_LARGE, 0
             flags, exptime = old.flags, old.exptime
         new_cas = self._next_cas()
+        if exptime < 0:  # already expired: stored and gone at once
+            if old is not None:
+                self._unlink(key, old)
+            self.total_items += 1
+            return Status.STORED, new_cas
         item = Item(value, flags, exptime, new_cas, now)
         if stale:
             item.stale = True
@@ -176,9 +202,7 @@ class MemoryStore(Store):
         item.win = False
         item.cas = self._next_cas()
         if exptime is not None:
-            item.exptime = exptime
-            if exptime > 0:
-                heapq.heappush(self._heap, (exptime, item.cas, key))
+            self._set_exptime(key, item, exptime)
         return Status.DELETED
 
     def arith(self, key: bytes, delta: int, incr: bool = True, initial: int | None = None,
@@ -220,18 +244,27 @@ class MemoryStore(Store):
         if self._flush_at and now >= self._flush_at:
             self._flush_now()
             return 0
-        heap, data = self._heap, self._data
+        wheel, data = self._wheel, self._data
         removed = 0
-        while heap and budget > 0 and heap[0][0] <= now:
-            _, cas, key = heapq.heappop(heap)
-            budget -= 1
-            item = data.get(key)
-            if item is not None and item.cas == cas and item.exptime and item.exptime <= now:
-                self._expire(key, item)
-                removed += 1
-        if len(heap) > 2 * len(data) + 1024:  # drop entries of overwritten/deleted items
-            self._heap = [(it.exptime, it.cas, k) for k, it in data.items() if it.exptime > 0]
-            heapq.heapify(self._heap)
+        sec = self._swept_to
+        last = int(now) - 1  # every bucket up to here holds only expired times
+        if last - sec > 4 * len(wheel) + 60:  # idle for long: jump over the empty seconds
+            sec = min(wheel, default=last + 1)
+        while sec <= last and budget > 0:
+            bucket = wheel.get(sec)
+            while bucket and budget > 0:
+                key = bucket.pop()
+                budget -= 1
+                item = data.get(key)
+                if item is not None and item.exptime and item.exptime <= now:
+                    item.exptime = 0.0  # already out of the wheel
+                    self._expire(key, item)
+                    removed += 1
+            if bucket:
+                break  # budget used up inside this second; resume here next time
+            wheel.pop(sec, None)
+            sec += 1
+        self._swept_to = sec
         return removed
 
     def stats(self) -> dict[str, int | float | str]:
