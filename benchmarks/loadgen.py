@@ -336,7 +336,7 @@ def run_load(host: str, port: int, *, duration: float = 10.0, processes: int = 2
     try:
         with contextlib.suppress(Exception):  # a worker that failed to connect aborts it
             barrier.wait(timeout=60)
-        for proc, pipe in workers:
+        for _proc, pipe in workers:
             if pipe.poll(duration + timeout + 60):
                 results.append(pipe.recv())
             else:

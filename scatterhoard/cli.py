@@ -24,6 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .server.cli import add_parser as add_server
 
     add_server(sub)
+    from .distcache.cli import add_parsers
+
+    add_parsers(sub)
     return parser
 
 

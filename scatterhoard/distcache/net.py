@@ -73,7 +73,6 @@ async def connect_async(factory: Callable[[], P], addr: Address) -> tuple[asynci
         sock = transport.get_extra_info("socket")
         if sock is not None:
             _tcp_nodelay(sock)
-    assert isinstance(transport, asyncio.Transport)
     return transport, proto
 
 

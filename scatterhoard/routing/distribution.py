@@ -13,7 +13,11 @@ as four little-endian uint32 values.  twemproxy formats that label into an
 (twemproxy would hash bytes past its buffer).  A key goes to the first point
 whose value is >= the key's hash, wrapping to the first point.  Equal point
 values (a 1-in-10**5 event for a small pool) are ordered by server then
-point order, as a stable sort would.
+point order, as a stable sort would.  Two consequences worth knowing: ``crc32``
+(15-bit values) only ever reaches the ring's first 32768 positions, so with
+ketama practically every key goes to one server; and twemproxy's 32-bit
+``fnv1a_64`` (prime 0x1b3) places keys that differ only in their last bytes
+close together on the ring.  Both are faithfully reproduced.
 
 **modula** (``nc_modula.c``) -- the table lists every live server ``weight``
 times, in pool order; a key goes to ``table[hash % len(table)]``.

@@ -26,20 +26,24 @@ from .text import TextSession
 log = logging.getLogger("scatterhoard.server")
 
 SWEEP_INTERVAL = 1.0
-#: Every this many sweeps, give freed heap pages back to the OS (glibc malloc_trim):
-#: evicted large values otherwise keep the C heap at its high-water mark.
-TRIM_EVERY = 2
+def _glibc_memory_hooks() -> Callable[[], object] | None:
+    """Tune glibc malloc for a cache and return ``malloc_trim(0)`` (None elsewhere).
 
-
-def _malloc_trim() -> Callable[[], object] | None:
+    A fixed mmap threshold of 64 KB makes large values live in their own
+    mappings, returned to the OS when evicted (glibc's default threshold
+    adapts upwards and keeps them in the heap); the trim hands back free heap
+    pages after heavy eviction.
+    """
     try:
         import ctypes
         import ctypes.util
 
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim = libc.malloc_trim
+        mallopt, trim = libc.mallopt, libc.malloc_trim
     except (OSError, AttributeError):
         return None
+    m_mmap_threshold = -3
+    mallopt(m_mmap_threshold, 64 * 1024)
     trim.argtypes = [ctypes.c_size_t]
     return lambda: trim(0)
 
@@ -142,8 +146,8 @@ class Server:
         self._stopping: asyncio.Event | None = None
         self._sweeper: asyncio.TimerHandle | None = None
         self._unix_paths: list[str] = []
-        self._trim = _malloc_trim()
-        self._ticks = 0
+        if isinstance(self.store, MemoryStore):
+            self.store.trim_hook = _glibc_memory_hooks()
         self.session_factories: dict[int, SessionFactory] = {}
         self._register_sessions()
 
@@ -207,9 +211,6 @@ class Server:
                 sweep()
             except Exception:
                 log.exception("expiry sweep failed")
-        self._ticks += 1
-        if self._trim is not None and self._ticks % TRIM_EVERY == 0:
-            self._trim()
         self._schedule_sweep()
 
     # -- running and stopping ---------------------------------------------------------

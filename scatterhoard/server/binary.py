@@ -66,10 +66,9 @@ class BinarySession:
                 return
             if type(item) is b.TooLarge:
                 inv = b.decode_too_large(item)
-                if inv.status == b.STATUS_E2BIG:
-                    self.stats.cmd_set += 1
-                    if b.base_opcode(item.opcode) == b.OP_SET:
-                        self.store.delete(item.key)  # a failed set leaves no stale value (memcached)
+                # not counted in cmd_set: memcached counts the values it could read into an item
+                if inv.status == b.STATUS_E2BIG and b.base_opcode(item.opcode) == b.OP_SET:
+                    self.store.delete(item.key)  # a failed set leaves no stale value (memcached)
                 out.append(inv.encode())
                 self.closing = inv.close
                 continue
@@ -92,17 +91,20 @@ class BinarySession:
 
     # -- handlers ---------------------------------------------------------------------
     def _get(self, req: b.BinRequest, out: list[bytes]) -> None:
+        # GAT* count as touches only, not as gets (memcached's process_bin_get_or_touch)
         st = self.stats
-        st.cmd_get += 1
         touching = req.command == b.OP_GAT or req.command == b.OP_GATK
         touch = absolute_exptime(req.exptime) if touching else None
         item = self.store.get(req.key, touch)
         if touching:
             st.cmd_touch += 1
+        else:
+            st.cmd_get += 1
         if item is None:
-            st.get_misses += 1
             if touching:
                 st.touch_misses += 1
+            else:
+                st.get_misses += 1
             if req.quiet:
                 return
             if req.returns_key:
@@ -110,19 +112,23 @@ class BinarySession:
             else:
                 self._error(req, b.STATUS_KEY_ENOENT, out)
             return
-        st.get_hits += 1
         if touching:
             st.touch_hits += 1
+        else:
+            st.get_hits += 1
         out.append(b.encode_response(req.opcode, 0, req.key if req.returns_key else b"",
                                      b.pack_get_reply_extras(item.flags), item.value, req.opaque, item.cas))
 
     def _store(self, req: b.BinRequest, out: list[bytes]) -> None:
-        self.stats.cmd_set += 1
+        fits = self._fits(req.key, req.value)
+        if fits:  # memcached counts the values it could read into an item
+            self.stats.cmd_set += 1
         mode = _STORE_MODES[req.command]
+        concat = mode in _CONCAT_MODES
         status, cas = self.store.store(mode, req.key, req.value, req.flags, absolute_exptime(req.exptime),
                                        req.cas)
         if status == Status.STORED:
-            if req.cas:
+            if req.cas and not concat:
                 self.stats.cas_hits += 1
             if not req.quiet:
                 out.append(b.encode_response(req.opcode, 0, opaque=req.opaque, cas=cas))
@@ -130,15 +136,14 @@ class BinarySession:
         if status == Status.NOT_STORED:
             code = {Mode.ADD: b.STATUS_KEY_EEXISTS, Mode.REPLACE: b.STATUS_KEY_ENOENT}.get(
                 mode, b.STATUS_NOT_STORED)
-        elif mode in _CONCAT_MODES and (status == Status.NOT_FOUND or (
-                status == Status.TOO_LARGE and self._fits(req.key, req.value))):
+        elif concat and (status == Status.NOT_FOUND or (status == Status.TOO_LARGE and fits)):
             # memcached: APPEND/PREPEND with a CAS is no CAS command (a missing item is
-            # NOT_STORED), and only a value too large on its own is E2BIG; one that
-            # makes the item too large is NOT_STORED.
+            # NOT_STORED, no cas_* stats), and only a value too large on its own is E2BIG;
+            # one that makes the item too large is NOT_STORED.
             code = b.STATUS_NOT_STORED
         else:
             code = _STATUS.get(status, b.STATUS_NOT_STORED)
-            if req.cas:
+            if req.cas and not concat:
                 if status == Status.EXISTS:
                     self.stats.cas_badval += 1
                 elif status == Status.NOT_FOUND:
@@ -161,15 +166,18 @@ class BinarySession:
 
     def _arith(self, req: b.BinRequest, out: list[bytes]) -> None:
         incr = req.command == b.OP_INCREMENT
-        initial = req.initial if req.autocreate else None
-        exptime = absolute_exptime(req.exptime) if req.autocreate else 0.0
-        status, value, cas = self.store.arith(req.key, req.delta, incr, initial, exptime, req.cas)
+        status, value, cas = self.store.arith(req.key, req.delta, incr, None, 0.0, req.cas)
+        created = status == Status.NOT_FOUND and req.autocreate
+        if created:  # a miss that creates the counter counts as neither hit nor miss (memcached)
+            status, value, cas = self.store.arith(req.key, req.delta, incr, req.initial,
+                                                  absolute_exptime(req.exptime), req.cas)
         st = self.stats
         if status == Status.STORED:
-            if incr:
-                st.incr_hits += 1
-            else:
-                st.decr_hits += 1
+            if not created:
+                if incr:
+                    st.incr_hits += 1
+                else:
+                    st.decr_hits += 1
             if not req.quiet:
                 out.append(b.encode_response(req.opcode, 0, value=b.pack_counter(value), opaque=req.opaque,
                                              cas=cas))
@@ -216,7 +224,8 @@ class BinarySession:
         self.closing = True
 
     def _stat(self, req: b.BinRequest, out: list[bytes]) -> None:
-        rows = stats_group(self.stats, req.key, self.store, self.settings)
+        # memcached has no "stats conns" in the binary protocol: KEY_ENOENT, like any unknown group
+        rows = None if req.key == b"conns" else stats_group(self.stats, req.key, self.store, self.settings)
         if rows is None:
             self._error(req, b.STATUS_KEY_ENOENT, out)
             return

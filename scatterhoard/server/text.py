@@ -71,8 +71,21 @@ class TextSession:
 
     # -- retrieval -------------------------------------------------------------------
     def _get(self, cmd: t.Get, out: list[bytes]) -> None:
-        store = self.store
         st = self.stats
+        keys = cmd.keys
+        if len(keys) == 1 and not cmd.with_cas and cmd.exptime is None:  # the hot path
+            key = keys[0]
+            item = self.store.get(key)
+            st.cmd_get += 1
+            if item is None:
+                st.get_misses += 1
+                out.append(b"END\r\n")
+            else:
+                st.get_hits += 1
+                v = item.value
+                out.append(b"VALUE %s %d %d\r\n%s\r\nEND\r\n" % (key, item.flags, len(v), v))
+            return
+        store = self.store
         touch = None
         if cmd.exptime is not None:
             touch = absolute_exptime(cmd.exptime)

@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 
 from .base import ITEM_HEADER_SIZE, Item, Mode, Status, Store, parse_counter
 
+#: After this many bytes are evicted, :attr:`MemoryStore.trim_hook` runs (returns memory to the OS).
+TRIM_AFTER_BYTES = 32 * 1024 * 1024
 #: Estimated CPython bytes per item beyond key and value bytes (measured with tracemalloc).
 ITEM_OVERHEAD = 380
 _U64 = (1 << 64) - 1
@@ -43,6 +46,8 @@ class MemoryStore(Store):
         self.expired_unfetched = 0
         self.get_expired = 0
         self.get_flushed = 0
+        self.trim_hook: Callable[[], object] | None = None
+        self._evicted_bytes = 0
 
     # -- internals -------------------------------------------------------------
     def _next_cas(self) -> int:
@@ -116,22 +121,39 @@ class MemoryStore(Store):
     def _evict(self) -> None:
         data = self._data
         now = time.time()
+        freed = 0
         while self.used > self.limit and len(data) > 1:
             key, item = data.popitem(last=False)
             self._wheel_del(key, item.exptime)
-            self.used -= len(key) + len(item.value) + ITEM_OVERHEAD
+            size = len(key) + len(item.value) + ITEM_OVERHEAD
+            self.used -= size
+            freed += size
             if item.exptime and item.exptime <= now:
                 self.reclaimed += 1
             else:
                 self.evictions += 1
                 if not item.fetched:
                     self.evicted_unfetched += 1
+        self._evicted_bytes += freed
+        if self._evicted_bytes > TRIM_AFTER_BYTES and self.trim_hook is not None:
+            self._evicted_bytes = 0
+            self.trim_hook()
 
     # -- the interface -----------------------------------------------------------
     def get(self, key: bytes, touch: float | None = None, bump: bool = True) -> Item | None:
+        item = self._data.get(key)
+        if item is None and not self._flush_at:
+            return None
         now = time.time()
-        item = self._live(key, now)
+        if self._flush_at and now >= self._flush_at:
+            self._flush_now()
+            return None
         if item is None:
+            return None
+        exptime = item.exptime
+        if exptime and exptime <= now:
+            self._expire(key, item)
+            self.get_expired += 1
             return None
         if bump:
             self._data.move_to_end(key)
@@ -169,7 +191,7 @@ class MemoryStore(Store):
                 return Status.NOT_STORED, 0
             value = old.value + value if mode == Mode.APPEND else value + old.value
             if len(key) + len(value) + ITEM_HEADER_SIZE > self.max_item_size:
-                return Status.TOO_LARGE, 0
+                return Status.NOT_STORED, 0  # memcached: the combined item cannot be allocated
             flags, exptime = old.flags, old.exptime
         new_cas = self._next_cas()
         if exptime < 0:  # already expired: stored and gone at once
