@@ -58,7 +58,6 @@ class _Side(asyncio.Protocol):
         self.pipe = pipe
         self.upstream = upstream
         self.transport: asyncio.Transport | None = None
-        self.pending: list[bytes] = []  # client bytes that arrive before the server connection is up
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -97,6 +96,7 @@ class _Pipe:
         self.parsers = {True: dc.DistcacheParser("server"), False: dc.DistcacheParser("client")}
         self.broken: dict[bool, bool] = {True: False, False: False}
         self.sent_at: dict[int, float] = {}
+        self.early: list[bytes] = []  # client bytes that arrived before the server connection was up
         self.closed = False
 
     def other(self, side: _Side) -> _Side | None:
@@ -124,12 +124,17 @@ class _Pipe:
             if server.transport is not None:
                 server.transport.close()
             return
+        if self.early and server.transport is not None:
+            server.transport.write(b"".join(self.early))
+            self.early.clear()
         self.client.transport.resume_reading()
 
     def forward(self, side: _Side, data: bytes) -> None:
         other = self.other(side)
         if other is not None and other.transport is not None:
             other.transport.write(data)  # first, untouched: the snoop never holds bytes back
+        else:
+            self.early.append(data)
         self._decode(side is self.client, data)
 
     def _decode(self, from_client: bool, data: bytes) -> None:

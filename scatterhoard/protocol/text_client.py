@@ -1,0 +1,211 @@
+"""memcached text protocol, client side, sans-IO: request encoders and a reply parser.
+
+Text replies are not self-describing (``END`` ends a retrieval, a bare number
+answers incr), so the caller says what it expects, in request order, with
+:meth:`TextReplyParser.expect`; :meth:`TextReplyParser.feed` then returns the
+completed replies in that order. Every reply keeps its ``raw`` bytes so a
+proxy can forward it untouched. An error line (``ERROR``, ``CLIENT_ERROR
+...``, ``SERVER_ERROR ...``) answers any expectation.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from enum import IntEnum
+from typing import NamedTuple
+
+from ..errors import ProtocolError
+
+
+class Expect(IntEnum):
+    """The shape of the reply a request gets."""
+
+    LINE = 0  # storage, delete, incr/decr, touch, flush_all, verbosity, version
+    VALUES = 1  # get gets gat gats: VALUE blocks then END
+    STATS = 2  # stats: STAT lines then END
+    META = 3  # mg ms md ma mn me: one line, VA carries a data block
+    NONE = 4  # noreply: nothing comes back
+
+
+class Value(NamedTuple):
+    key: bytes
+    flags: int
+    value: bytes
+    cas: int  # 0 when the request did not ask for it
+
+
+class LineReply(NamedTuple):
+    line: bytes  # without CRLF
+    raw: bytes
+
+    @property
+    def is_error(self) -> bool:
+        return is_error_line(self.line)
+
+
+class ValuesReply(NamedTuple):
+    values: list[Value]
+    raw: bytes
+
+
+class StatsReply(NamedTuple):
+    stats: list[tuple[bytes, bytes]]
+    raw: bytes
+
+
+class MetaReply(NamedTuple):
+    code: bytes  # HD VA EN NF NS EX MN ME
+    flags: list[bytes]  # return flags as sent, e.g. [b"f5", b"c12", b"W"]
+    value: bytes | None
+    raw: bytes
+
+
+TextReply = LineReply | ValuesReply | StatsReply | MetaReply
+
+
+def is_error_line(line: bytes) -> bool:
+    return line == b"ERROR" or line.startswith((b"CLIENT_ERROR", b"SERVER_ERROR", b"ERROR "))
+
+
+class TextReplyParser:
+    """Incremental parser of server replies, driven by the expectations queued."""
+
+    __slots__ = ("_buf", "_expect", "_values", "_start")
+    _values: list[Value] | list[tuple[bytes, bytes]]
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._expect: deque[Expect] = deque()
+        self._values: list[Value] | list[tuple[bytes, bytes]] = []
+        self._start = 0  # where the reply being assembled began in _buf
+
+    def expect(self, kind: Expect) -> None:
+        if kind != Expect.NONE:
+            self._expect.append(kind)
+
+    @property
+    def pending(self) -> int:
+        """Replies still expected."""
+        return len(self._expect)
+
+    def feed(self, data: bytes) -> list[TextReply]:
+        buf = self._buf
+        buf += data
+        out: list[TextReply] = []
+        reply_start = 0  # the buffer always begins with the reply being assembled
+        pos = self._start  # how far into it earlier feeds got (VALUE/STAT lines already taken)
+        expect = self._expect
+        while expect:
+            kind = expect[0]
+            eol = buf.find(b"\r\n", pos)
+            if eol < 0:
+                break
+            line = bytes(buf[pos:eol])
+            nxt = eol + 2
+            if kind == Expect.LINE:
+                out.append(LineReply(line, bytes(buf[reply_start:nxt])))
+            elif kind == Expect.META:
+                code = line[:2]
+                value = None
+                if code == b"VA":
+                    parts = line.split(b" ")
+                    try:
+                        size = int(parts[1])
+                    except (IndexError, ValueError):
+                        raise ProtocolError(f"bad meta VA line: {line[:80]!r}") from None
+                    if len(buf) < nxt + size + 2:
+                        break
+                    value = bytes(buf[nxt:nxt + size])
+                    nxt += size + 2
+                    flags = parts[2:]
+                elif is_error_line(line):
+                    out.append(LineReply(line, bytes(buf[reply_start:nxt])))
+                    expect.popleft()
+                    pos = reply_start = nxt
+                    continue
+                else:
+                    flags = line.split(b" ")[1:]
+                out.append(MetaReply(code, flags, value, bytes(buf[reply_start:nxt])))
+            elif line == b"END":
+                raw = bytes(buf[reply_start:nxt])
+                if kind == Expect.VALUES:
+                    out.append(ValuesReply(self._values, raw))  # type: ignore[arg-type]
+                else:
+                    out.append(StatsReply(self._values, raw))  # type: ignore[arg-type]
+                self._values = []
+            elif kind == Expect.VALUES and line.startswith(b"VALUE "):
+                parts = line.split(b" ")
+                try:
+                    size = int(parts[3])
+                    flags_v = int(parts[2])
+                    cas = int(parts[4]) if len(parts) > 4 else 0
+                except (IndexError, ValueError):
+                    raise ProtocolError(f"bad VALUE line: {line[:80]!r}") from None
+                if len(buf) < nxt + size + 2:
+                    break
+                self._values.append(Value(parts[1], flags_v, bytes(buf[nxt:nxt + size]), cas))  # type: ignore[arg-type]
+                pos = nxt + size + 2
+                continue
+            elif kind == Expect.STATS and line.startswith(b"STAT "):
+                _, name, value_s = (line.split(b" ", 2) + [b""])[:3]
+                self._values.append((name, value_s))  # type: ignore[arg-type]
+                pos = nxt
+                continue
+            elif is_error_line(line):
+                self._values = []
+                out.append(LineReply(line, bytes(buf[reply_start:nxt])))
+            else:
+                raise ProtocolError(f"unexpected reply line {line[:80]!r} for a {kind.name} request")
+            expect.popleft()
+            pos = reply_start = nxt
+        if not expect and pos < len(buf) and buf[pos:]:
+            raise ProtocolError(f"unsolicited data from server: {bytes(buf[pos:pos + 80])!r}")
+        del buf[:reply_start]  # keep only the reply being assembled
+        self._start = pos - reply_start
+        return out
+
+
+# -- request encoders ------------------------------------------------------------------------
+def _nr(noreply: bool) -> bytes:
+    return b" noreply" if noreply else b""
+
+
+def encode_get(keys: list[bytes], cas: bool = False, touch: int | None = None) -> bytes:
+    if touch is None:
+        return (b"gets " if cas else b"get ") + b" ".join(keys) + b"\r\n"
+    return (b"gats %d " if cas else b"gat %d ") % touch + b" ".join(keys) + b"\r\n"
+
+
+def encode_store(command: bytes, key: bytes, value: bytes, flags: int = 0, exptime: int = 0,
+                 cas: int = 0, noreply: bool = False) -> bytes:
+    if command == b"cas":
+        head = b"cas %s %d %d %d %d" % (key, flags, exptime, len(value), cas)
+    else:
+        head = b"%s %s %d %d %d" % (command, key, flags, exptime, len(value))
+    return b"%s%s\r\n%s\r\n" % (head, _nr(noreply), value)
+
+
+def encode_delete(key: bytes, noreply: bool = False) -> bytes:
+    return b"delete %s%s\r\n" % (key, _nr(noreply))
+
+
+def encode_arith(key: bytes, delta: int, incr: bool = True, noreply: bool = False) -> bytes:
+    return b"%s %s %d%s\r\n" % (b"incr" if incr else b"decr", key, delta, _nr(noreply))
+
+
+def encode_touch(key: bytes, exptime: int, noreply: bool = False) -> bytes:
+    return b"touch %s %d%s\r\n" % (key, exptime, _nr(noreply))
+
+
+def encode_flush_all(delay: int = 0, noreply: bool = False) -> bytes:
+    return b"flush_all %d%s\r\n" % (delay, _nr(noreply))
+
+
+def encode_meta(command: bytes, key: bytes, flags: list[bytes], value: bytes | None = None) -> bytes:
+    tail = b" " + b" ".join(flags) if flags else b""
+    if command == b"ms":
+        assert value is not None
+        return b"ms %s %d%s\r\n%s\r\n" % (key, len(value), tail, value)
+    if command == b"mn":
+        return b"mn\r\n"
+    return b"%s %s%s\r\n" % (command, key, tail)
