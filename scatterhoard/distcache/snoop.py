@@ -108,7 +108,10 @@ class _Pipe:
         peer = side.transport.get_extra_info("peername") or "local client"
         self.snoop.printer.line(self.id, f"open from {peer}")
         side.transport.pause_reading()  # until the server connection is up
-        asyncio.get_running_loop().create_task(self._connect())
+        task = asyncio.get_running_loop().create_task(self._connect())
+        tasks = self.snoop.tasks
+        tasks.add(task)  # the loop holds tasks weakly
+        task.add_done_callback(tasks.discard)
 
     async def _connect(self) -> None:
         try:
@@ -195,6 +198,7 @@ class Snoop:
         self.server = server
         self.printer = Printer(out if out is not None else sys.stdout)
         self._servers: list[asyncio.AbstractServer] = []
+        self.tasks: set[asyncio.Task[None]] = set()
         self._stopping: asyncio.Event | None = None
 
     async def serve(self, socks: list[socket.socket], ready: Callable[[], None] | None = None) -> None:

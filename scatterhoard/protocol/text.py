@@ -117,6 +117,8 @@ class TooLarge(NamedTuple):
     noreply: bool
 
 
+_new_get = tuple.__new__
+
 TextCommand = (Get | StoreCmd | Delete | Arith | Touch | FlushAll | Version | Verbosity | Quit | Stats
                | Meta | ErrorReply | TooLarge)
 
@@ -262,6 +264,8 @@ class TextRequestParser:
 
     # -- line parsing --------------------------------------------------------------
     def _parse_line(self, line: bytes) -> TextCommand | None:
+        if line[:4] == b"get " and 4 < len(line) <= 254 and line.find(b" ", 4) < 0:
+            return _new_get(Get, ([line[4:]], False, None))  # the hot path: one key
         parts = line.split(b" ")
         if b"" in parts:
             parts = [p for p in parts if p]
