@@ -85,18 +85,18 @@ def test_zero_timeout_is_expired_at_once() -> None:
 
 
 def test_add_result_codes_in_order() -> None:
-    s = session()
+    def add(payload: bytes) -> tuple[int, bool]:
+        s = session()
+        code = one(s, dc.encode_message(False, 1, dc.OP_ADD, payload)).code
+        return code, s.closing
 
-    def add(payload: bytes) -> int:
-        return one(s, dc.encode_message(False, 1, dc.OP_ADD, payload)).code
-
-    assert add(b"\x00\x00\x01") == dc.RESULT_ADD_CORRUPT                       # under 8 bytes
-    assert add(add_payload(1000, 5, b"abcde", b"")) == dc.RESULT_ADD_CORRUPT  # id_len >= remaining
-    assert add(add_payload(604_800_001, 70, b"i" * 70, b"d")) == dc.RESULT_ADD_TIMEOUT  # 102 before 103
-    assert add(add_payload(1000, 65, b"i" * 65, b"d")) == dc.RESULT_ADD_ID_LEN
-    assert add(add_payload(1000, 0, b"", b"d")) == dc.RESULT_ADD_ID_LEN
-    assert add(add_payload(604_800_000, 64, b"i" * 64, b"d")) == dc.RESULT_OK
-    assert s.closing is False  # result codes are answers, not framing violations
+    # a corrupt ADD (100) or a bad id length (103) is answered, then that connection is closed
+    assert add(b"\x00\x00\x01") == (dc.RESULT_ADD_CORRUPT, True)                       # under 8 bytes
+    assert add(add_payload(1000, 5, b"abcde", b"")) == (dc.RESULT_ADD_CORRUPT, True)  # id_len >= remaining
+    assert add(add_payload(604_800_001, 70, b"i" * 70, b"d")) == (dc.RESULT_ADD_TIMEOUT, False)  # 102 first
+    assert add(add_payload(1000, 65, b"i" * 65, b"d")) == (dc.RESULT_ADD_ID_LEN, True)
+    assert add(add_payload(1000, 0, b"", b"d")) == (dc.RESULT_ADD_ID_LEN, True)
+    assert add(add_payload(604_800_000, 64, b"i" * 64, b"d")) == (dc.RESULT_OK, False)
 
 
 def test_pipelined_requests_answered_in_order() -> None:

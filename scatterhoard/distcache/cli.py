@@ -78,10 +78,17 @@ def _daemon_options(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("-v", dest="verbose", action="count", default=0, help="log more (-v: connections)")
 
 
-def _daemonize() -> None:
-    """Detach: fork twice, new session, stdio to /dev/null."""
+def _daemonize() -> Callable[[], None]:
+    """Detach: fork twice, new session, stdio to /dev/null.
+
+    The original process exits once the daemon calls the returned function
+    (pid file written), with status 1 if the daemon died before that.
+    """
+    r, w = os.pipe()
     if os.fork() > 0:
-        os._exit(0)
+        os.close(w)
+        os._exit(0 if os.read(r, 1) else 1)
+    os.close(r)
     os.setsid()
     if os.fork() > 0:
         os._exit(0)
@@ -91,6 +98,12 @@ def _daemonize() -> None:
         os.dup2(devnull, fd)
     if devnull > 2:
         os.close(devnull)
+
+    def ready() -> None:
+        os.write(w, b"1")
+        os.close(w)
+
+    return ready
 
 
 def _prepare(args: argparse.Namespace, name: str) -> tuple[socket.socket, Callable[[], None]]:
@@ -104,11 +117,12 @@ def _prepare(args: argparse.Namespace, name: str) -> tuple[socket.socket, Callab
     sock = listen_socket(addr, owner=args.sockowner, group=args.sockgroup, perms=args.sockperms)
     if args.user:
         drop_privileges(args.user)
-    if args.daemon:
-        _daemonize()
+    ready = _daemonize() if args.daemon else None
     if args.pidfile:
         with open(args.pidfile, "w") as f:
             f.write(f"{os.getpid()}\n")
+    if ready is not None:
+        ready()
     if not args.killable:
         signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     pid = os.getpid()
@@ -372,6 +386,10 @@ def _tool_main(tool: str, argv: Sequence[str] | None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # output piped into head & co.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
 
 
 def dc_server_main(argv: Sequence[str] | None = None) -> int:

@@ -28,6 +28,7 @@ from collections import OrderedDict, deque
 
 from ..protocol import binary as b
 from ..protocol import text as t
+from ..protocol import text_client as tc
 from .proxy import LocalConnection, LocalHandler, Mux, Proxy, Slot
 
 log = logging.getLogger("scatterhoard.distcache.proxy")
@@ -198,51 +199,26 @@ class _LocalBinary:
 
 def encode_text_command(cmd: t.TextCommand) -> bytes | None:
     """The wire form of a parsed request (None for what is never forwarded)."""
-    tp = type(cmd)
-    if tp is t.Get:
-        assert isinstance(cmd, t.Get)
-        name = (b"gats" if cmd.with_cas else b"gat") if cmd.exptime is not None else (
-            b"gets" if cmd.with_cas else b"get")
-        head = [name] if cmd.exptime is None else [name, b"%d" % cmd.exptime]
-        return b" ".join(head + cmd.keys) + b"\r\n"
-    if tp is t.StoreCmd:
-        assert isinstance(cmd, t.StoreCmd)
-        cas = b" %d" % cmd.cas if cmd.command == b"cas" else b""
-        nr = b" noreply" if cmd.noreply else b""
-        return b"%s %s %d %d %d%s%s\r\n%s\r\n" % (cmd.command, cmd.key, cmd.flags, cmd.exptime,
-                                                  len(cmd.value), cas, nr, cmd.value)
-    if tp is t.Meta:
-        assert isinstance(cmd, t.Meta)
-        if cmd.command == b"mn":
-            return b"mn\r\n"
-        parts = [cmd.command, cmd.raw_key]
-        tail = b""
-        if cmd.command == b"ms":
-            value = cmd.value or b""
-            parts.append(b"%d" % len(value))
-            tail = value + b"\r\n"
-        parts.extend(f.encode() + tok for f, tok in cmd.flags)
-        return b" ".join(parts) + b"\r\n" + tail
-    nr = b" noreply" if getattr(cmd, "noreply", False) else b""
-    if tp is t.Delete:
-        assert isinstance(cmd, t.Delete)
-        return b"delete %s%s\r\n" % (cmd.key, nr)
-    if tp is t.Arith:
-        assert isinstance(cmd, t.Arith)
-        return b"%s %s %d%s\r\n" % (b"incr" if cmd.incr else b"decr", cmd.key, cmd.delta, nr)
-    if tp is t.Touch:
-        assert isinstance(cmd, t.Touch)
-        return b"touch %s %d%s\r\n" % (cmd.key, cmd.exptime, nr)
-    if tp is t.FlushAll:
-        assert isinstance(cmd, t.FlushAll)
-        return b"flush_all %d%s\r\n" % (cmd.delay, nr)
-    if tp is t.Version:
+    if isinstance(cmd, t.Get):
+        return tc.encode_get(cmd.keys, cmd.with_cas, cmd.exptime)
+    if isinstance(cmd, t.StoreCmd):
+        return tc.encode_store(cmd.command, cmd.key, cmd.value, cmd.flags, cmd.exptime, cmd.cas, cmd.noreply)
+    if isinstance(cmd, t.Meta):
+        flags = [f.encode() + tok for f, tok in cmd.flags]
+        return tc.encode_meta(cmd.command, cmd.raw_key, flags, (cmd.value or b"") if cmd.command == b"ms" else None)
+    if isinstance(cmd, t.Delete):
+        return tc.encode_delete(cmd.key, cmd.noreply)
+    if isinstance(cmd, t.Arith):
+        return tc.encode_arith(cmd.key, cmd.delta, cmd.incr, cmd.noreply)
+    if isinstance(cmd, t.Touch):
+        return tc.encode_touch(cmd.key, cmd.exptime, cmd.noreply)
+    if isinstance(cmd, t.FlushAll):
+        return tc.encode_flush_all(cmd.delay, cmd.noreply)
+    if isinstance(cmd, t.Version):
         return b"version\r\n"
-    if tp is t.Verbosity:
-        assert isinstance(cmd, t.Verbosity)
-        return b"verbosity %d%s\r\n" % (cmd.level, nr)
-    if tp is t.Stats:
-        assert isinstance(cmd, t.Stats)
+    if isinstance(cmd, t.Verbosity):
+        return b"verbosity %d%s\r\n" % (cmd.level, b" noreply" if cmd.noreply else b"")
+    if isinstance(cmd, t.Stats):
         return b" ".join([b"stats", *cmd.args]) + b"\r\n"
     return None
 

@@ -67,10 +67,6 @@ class _Side(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.pipe.forward(self, data)
 
-    def eof_received(self) -> bool | None:
-        self.pipe.half_close(self)
-        return True
-
     def connection_lost(self, exc: Exception | None) -> None:
         self.pipe.lost(self)
 
@@ -174,11 +170,6 @@ class _Pipe:
                 self.sent_at[m.uid] = now
             wire = len(m.payload) + dc.HEADER_SIZE * len(lens)
             printer.line(self.id, f"{direction} {dc.describe(m)} {frames} bytes={wire}{timing}")
-
-    def half_close(self, side: _Side) -> None:
-        other = self.other(side)
-        if other is not None and other.transport is not None and other.transport.can_write_eof():
-            other.transport.write_eof()
 
     def lost(self, side: _Side) -> None:
         other = self.other(side)

@@ -118,6 +118,10 @@ class _Progress:
 
     def tick(self, done: int) -> None:
         if self.every and done % self.every == 0:
+            if self.bar:
+                self.err.write("\r\x1b[K")  # the line goes where the bar was; the bar is redrawn below
+                self.err.flush()
+                self.last_draw = 0.0
             print(f"Info, {done} operations complete", file=self.out, flush=True)
         if self.bar:
             now = time.perf_counter()

@@ -88,9 +88,13 @@ class DistcacheSession:
     def _run(self, messages: list[dc.Message]) -> bytes:
         if not messages:
             return b""
-        out = [self.execute(m) for m in messages]
+        out = []
+        for m in messages:
+            out.append(self.execute(m))
+            if self.closing:  # a corrupt ADD: answered, then the connection ends
+                break
         counters = self.counters
-        counters.operations += len(messages)
+        counters.operations += len(out)
         if counters.on_op is not None:
             counters.on_op()
         return b"".join(out)
@@ -113,7 +117,14 @@ class DistcacheSession:
         if op == dc.OP_ADD:
             counters.adds += 1
             self.stats.cmd_set += 1
-            return dc.encode_result(uid, op, self._add(message.payload))
+            code = self._add(message.payload)
+            if code == dc.RESULT_ADD_CORRUPT or code == dc.RESULT_ADD_ID_LEN:
+                # the result code is sent (as the original does), then only this connection
+                # is closed: a client that frames ADDs wrongly is not trusted further
+                self.closing = True
+                self.stats.protocol_errors += 1
+                log.warning("distcache: closing connection after a corrupt ADD (result %d)", code)
+            return dc.encode_result(uid, op, code)
         if op == dc.OP_REMOVE:
             counters.removes += 1
             if store.delete(message.payload) == Status.DELETED:
