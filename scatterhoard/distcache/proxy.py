@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import socket
 import time
 from collections import deque
@@ -37,6 +36,7 @@ from typing import cast
 
 from ..address import Address
 from ..protocol import distcache as dc
+from ..service import Service
 from .net import connect_async, serve_socket
 
 log = logging.getLogger("scatterhoard.distcache.proxy")
@@ -385,7 +385,7 @@ class LocalConnection(asyncio.Protocol):
             self.handler.lost()
 
 
-class Proxy:
+class Proxy(Service):
     """The dc_client engine: local listeners, one upstream connection per protocol."""
 
     def __init__(self, server: Address, retry_ms: int = DEFAULT_RETRY_MS, idle_ms: int = 0) -> None:
@@ -400,7 +400,6 @@ class Proxy:
         self._other: Callable[[Proxy, int], Mux] | None = None
         self._servers: list[asyncio.AbstractServer] = []
         self._idle_timer: asyncio.TimerHandle | None = None
-        self._stopping: asyncio.Event | None = None
 
     def mux_for(self, first: int) -> Mux:
         key = 0x00 if first == 0x00 else (0x80 if first == 0x80 else 0x01)
@@ -447,20 +446,8 @@ class Proxy:
         self._schedule_idle()
 
     async def serve(self, socks: list[socket.socket], ready: Callable[[], None] | None = None) -> None:
-        self._stopping = asyncio.Event()
         await self.start(socks)
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, self.stop)
-        if ready is not None:
-            ready()
-        await self._stopping.wait()
-        await self.close()
-
-    def stop(self) -> None:
-        if self._stopping is not None:
-            self._stopping.set()
+        await self.run_until_stopped(ready)
 
     async def close(self) -> None:
         self.closing = True

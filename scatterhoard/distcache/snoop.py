@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import signal
 import socket
 import sys
 import time
@@ -23,6 +22,7 @@ from typing import TextIO, cast
 
 from ..address import Address
 from ..protocol import distcache as dc
+from ..service import Service
 from .net import connect_async, serve_socket
 
 _conn_ids = itertools.count(1)
@@ -182,7 +182,7 @@ class _Pipe:
             self.snoop.printer.flush()
 
 
-class Snoop:
+class Snoop(Service):
     """The dc_snoop engine: accept, connect a twin to ``server``, print both directions."""
 
     def __init__(self, server: Address, out: TextIO | None = None) -> None:
@@ -190,22 +190,12 @@ class Snoop:
         self.printer = Printer(out if out is not None else sys.stdout)
         self._servers: list[asyncio.AbstractServer] = []
         self.tasks: set[asyncio.Task[None]] = set()
-        self._stopping: asyncio.Event | None = None
 
     async def serve(self, socks: list[socket.socket], ready: Callable[[], None] | None = None) -> None:
-        self._stopping = asyncio.Event()
         for sock in socks:
             self._servers.append(await serve_socket(sock, lambda: _Side(_Pipe(self), False)))
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, self.stop)
-        if ready is not None:
-            ready()
-        await self._stopping.wait()
+        await self.run_until_stopped(ready)
+
+    async def close(self) -> None:
         for srv in self._servers:
             srv.close()
-
-    def stop(self) -> None:
-        if self._stopping is not None:
-            self._stopping.set()

@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
 import socket
 import stat
 from collections.abc import Callable
@@ -19,6 +18,7 @@ from typing import cast
 
 from ..address import Address, parse_address
 from ..errors import HoardError, ProtocolError
+from ..service import Service
 from ..store import MemoryStore, Store
 from .stats import ServerStats, Settings
 from .text import TextSession
@@ -133,7 +133,7 @@ class Connection(asyncio.Protocol):
             self.server.connections.discard(self)
 
 
-class Server:
+class Server(Service):
     """A cache server: listeners, connections, one store, periodic expiry sweep."""
 
     def __init__(self, settings: Settings, store: Store | None = None) -> None:
@@ -143,7 +143,6 @@ class Server:
         self.stats = ServerStats()
         self.connections: set[Connection] = set()
         self._servers: list[asyncio.AbstractServer] = []
-        self._stopping: asyncio.Event | None = None
         self._sweeper: asyncio.TimerHandle | None = None
         self._unix_paths: list[str] = []
         if isinstance(self.store, MemoryStore):
@@ -216,20 +215,8 @@ class Server:
     # -- running and stopping ---------------------------------------------------------
     async def serve(self, ready: Callable[[list[str]], None] | None = None) -> None:
         """Start, run until :meth:`stop` (or SIGTERM/SIGINT), then shut down gracefully."""
-        self._stopping = asyncio.Event()
         bound = await self.start()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, self.stop)
-        if ready is not None:
-            ready(bound)
-        await self._stopping.wait()
-        await self.close()
-
-    def stop(self) -> None:
-        if self._stopping is not None:
-            self._stopping.set()
+        await self.run_until_stopped(None if ready is None else lambda: ready(bound))
 
     async def close(self) -> None:
         if self._sweeper is not None:
