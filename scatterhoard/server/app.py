@@ -20,6 +20,9 @@ from ..address import Address, parse_address
 from ..errors import HoardError, ProtocolError
 from ..service import Service
 from ..store import MemoryStore, Store
+from .binary import BinarySession
+from .distcache import DistcacheSession
+from .resp import RespSession
 from .stats import ServerStats, Settings
 from .text import TextSession
 
@@ -147,18 +150,12 @@ class Server(Service):
         self._unix_paths: list[str] = []
         if isinstance(self.store, MemoryStore):
             self.store.trim_hook = _glibc_memory_hooks()
-        self.session_factories: dict[int, SessionFactory] = {}
-        self._register_sessions()
-
-    def _register_sessions(self) -> None:
-        with contextlib.suppress(ImportError):
-            from .binary import BinarySession
-
-            self.session_factories[0x80] = lambda srv: BinarySession(srv.store, srv.stats, srv.settings)
-        with contextlib.suppress(ImportError):
-            from .distcache import DistcacheSession
-
-            self.session_factories[0x00] = lambda srv: DistcacheSession(srv.store, srv.stats, srv.settings)
+        #: first byte of a connection -> its session; anything else speaks text/meta
+        self.session_factories: dict[int, SessionFactory] = {
+            0x80: lambda srv: BinarySession(srv.store, srv.stats, srv.settings),
+            0x00: lambda srv: DistcacheSession(srv.store, srv.stats, srv.settings),
+            0x2A: lambda srv: RespSession(srv.store, srv.stats, srv.settings),
+        }
 
     def session_for(self, first: int) -> Session:
         factory = self.session_factories.get(first)
