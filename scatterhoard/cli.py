@@ -24,9 +24,15 @@ def build_parser() -> argparse.ArgumentParser:
     from .server.cli import add_parser as add_server
 
     add_server(sub)
+    from .proxy.cli import add_parser as add_proxy
+
+    add_proxy(sub)
     from .distcache.cli import add_parsers
 
     add_parsers(sub)
+    from .tools.cli import add_parsers as add_tools
+
+    add_tools(sub)
     return parser
 
 

@@ -13,13 +13,17 @@ class Service:
 
     _stopping: asyncio.Event | None = None
 
-    async def run_until_stopped(self, ready: Callable[[], None] | None = None) -> None:
-        """Install the signal handlers, call ``ready``, wait for a stop, close gracefully."""
+    async def run_until_stopped(self, ready: Callable[[], None] | None = None,
+                                signals: dict[int, Callable[[], None]] | None = None) -> None:
+        """Install the signal handlers (SIGTERM/SIGINT stop; ``signals`` adds or overrides),
+        call ``ready``, wait for a stop, close gracefully."""
         self._stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, self.stop)
+        handlers: dict[int, Callable[[], None]] = {signal.SIGTERM: self.stop, signal.SIGINT: self.stop,
+                                                   **(signals or {})}
+        for sig, handler in handlers.items():
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, handler)
         if ready is not None:
             ready()
         await self._stopping.wait()

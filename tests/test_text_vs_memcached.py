@@ -155,6 +155,9 @@ CASES: dict[str, list[bytes]] = {
            b"ma noma D5 v t\r\n", b"ma noma MD D100 v\r\n", b"ma noma M- v\r\n", b"ma noma MI D3\r\n",
            b"mg noma v\r\n", b"ms txt 1\r\nx\r\n", b"ma txt\r\n", b"ma noma Dabc\r\n", b"ma noma MZ\r\n",
            b"ma noma q D1\r\n", b"ma noma O77 k v\r\n"],
+    "meta_miss_flags": [b"mg nokey O12 k v\r\n", b"mg nokey k q O5\r\n", b"mg Zm9v b k O1\r\n",
+                        b"md nokey O3 k\r\n", b"ma nokey O4 k\r\n", b"md nokey q O3\r\n"],
+    "ms_long_key": [b"ms " + K251 + b" 1\r\nx\r\n", b"mg k v\r\n"],
     "meta_errors": [b"mg\r\n", b"ms\r\n", b"ms k\r\n", b"ms k abc\r\n", b"mg " + K251 + b" v\r\n",
                     b"mg k v v\r\n", b"mg k 1\r\n", b"ms k 1 T\r\nx\r\n", b"mn\r\n"],
 }

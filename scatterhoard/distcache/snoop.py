@@ -1,31 +1,25 @@
 """``dc_snoop``: a transparent distcache proxy that prints every message both ways.
 
-Bytes are forwarded exactly as received, the moment they arrive, whatever
-the parser makes of them; a copy goes through the sans-IO codec and every
-message is printed with :func:`~scatterhoard.protocol.distcache.describe`
-(direction, uid, operation, lengths, result), its frames, and for a response
-the time since its request.  Flow control is end to end: when one side stops
-reading, the other side's reading is paused, nothing piles up and nothing
-stalls.  Traffic the codec refuses is reported once and still forwarded.
+A thin front on the general snoop engine
+(:class:`scatterhoard.tools.snoop.SnoopProxy`, also behind ``hoard snoop``):
+the engine forwards bytes exactly as received, the moment they arrive, with
+end-to-end flow control; this module's tap decodes a copy with the distcache
+codec and prints every message with
+:func:`~scatterhoard.protocol.distcache.describe` (direction, uid, operation,
+lengths, result), its frames, and for a response the time since its request.
+Traffic the codec refuses is reported once and still forwarded.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import itertools
-import socket
 import sys
 import time
-from collections.abc import Callable
-from typing import TextIO, cast
+from typing import TextIO
 
 from ..address import Address
 from ..protocol import distcache as dc
-from ..service import Service
-from .net import connect_async, serve_socket
-
-_conn_ids = itertools.count(1)
+from ..tools.snoop import SnoopProxy
 
 
 def frame_lengths(payload_len: int) -> list[int]:
@@ -51,101 +45,42 @@ class Printer:
             self.out.flush()
 
 
-class _Side(asyncio.Protocol):
-    """One end of a snooped connection; ``peer`` is the other end."""
+class DistcacheTap:
+    """Decodes one snooped connection as distcache and prints each message."""
 
-    def __init__(self, pipe: _Pipe, upstream: bool) -> None:
-        self.pipe = pipe
-        self.upstream = upstream
-        self.transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)
-        if not self.upstream:
-            self.pipe.client_connected(self)
-
-    def data_received(self, data: bytes) -> None:
-        self.pipe.forward(self, data)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.pipe.lost(self)
-
-    def pause_writing(self) -> None:
-        other = self.pipe.other(self)
-        if other is not None and other.transport is not None:
-            other.transport.pause_reading()
-
-    def resume_writing(self) -> None:
-        other = self.pipe.other(self)
-        if other is not None and other.transport is not None:
-            other.transport.resume_reading()
-
-
-class _Pipe:
-    """A client connection, its server connection, and the decoding of both directions."""
-
-    def __init__(self, snoop: Snoop) -> None:
-        self.snoop = snoop
-        self.id = next(_conn_ids)
-        self.client: _Side | None = None
-        self.server: _Side | None = None
+    def __init__(self, conn: int, printer: Printer) -> None:
+        self.id = conn
+        self.printer = printer
         self.parsers = {True: dc.DistcacheParser("server"), False: dc.DistcacheParser("client")}
         self.broken: dict[bool, bool] = {True: False, False: False}
         self.sent_at: dict[int, float] = {}
-        self.early: list[bytes] = []  # client bytes that arrived before the server connection was up
-        self.closed = False
 
-    def other(self, side: _Side) -> _Side | None:
-        return self.server if side is self.client else self.client
+    def opened(self, peer: str) -> None:
+        self.printer.line(self.id, f"open from {peer}")
 
-    def client_connected(self, side: _Side) -> None:
-        self.client = side
-        assert side.transport is not None
-        peer = side.transport.get_extra_info("peername") or "local client"
-        self.snoop.printer.line(self.id, f"open from {peer}")
-        side.transport.pause_reading()  # until the server connection is up
-        task = asyncio.get_running_loop().create_task(self._connect())
-        tasks = self.snoop.tasks
-        tasks.add(task)  # the loop holds tasks weakly
-        task.add_done_callback(tasks.discard)
+    def connect_failed(self, reason: str) -> None:
+        self.printer.line(self.id, reason)
+        self.printer.flush()
 
-    async def _connect(self) -> None:
-        try:
-            _, server = await connect_async(lambda: _Side(self, True), self.snoop.server)
-        except OSError as exc:
-            self.snoop.printer.line(self.id, f"cannot connect to {self.snoop.server}: {exc.strerror or exc}")
-            self.snoop.printer.flush()
-            if self.client is not None and self.client.transport is not None:
-                self.client.transport.close()
-            return
-        self.server = server
-        if self.client is None or self.client.transport is None or self.closed:
-            if server.transport is not None:
-                server.transport.close()
-            return
-        if self.early and server.transport is not None:
-            server.transport.write(b"".join(self.early))
-            self.early.clear()
-        self.client.transport.resume_reading()
+    def client_data(self, data: bytes) -> None:
+        self._decode(True, data)
 
-    def forward(self, side: _Side, data: bytes) -> None:
-        other = self.other(side)
-        if other is not None and other.transport is not None:
-            other.transport.write(data)  # first, untouched: the snoop never holds bytes back
-        else:
-            self.early.append(data)
-        self._decode(side is self.client, data)
+    def server_data(self, data: bytes) -> None:
+        self._decode(False, data)
+
+    def closed(self, by: str) -> None:
+        self.printer.line(self.id, f"closed by the {by}")
+        self.printer.flush()
 
     def _decode(self, from_client: bool, data: bytes) -> None:
         if self.broken[from_client]:
             return
-        printer = self.snoop.printer
+        printer = self.printer
         direction = "client->server" if from_client else "server->client"
         try:
             messages = self.parsers[from_client].feed(data)
         except dc.FramingError as exc:
-            messages = exc.messages
-            self._show(direction, messages)
+            self._show(direction, exc.messages)
             printer.line(self.id, f"{direction} not distcache any more ({exc.reason}); "
                                   "forwarding without decoding")
             self.broken[from_client] = True
@@ -156,7 +91,6 @@ class _Pipe:
             printer.flush()
 
     def _show(self, direction: str, messages: list[dc.Message]) -> None:
-        printer = self.snoop.printer
         now = time.monotonic()
         for m in messages:
             lens = frame_lengths(len(m.payload))
@@ -169,33 +103,12 @@ class _Pipe:
             else:
                 self.sent_at[m.uid] = now
             wire = len(m.payload) + dc.HEADER_SIZE * len(lens)
-            printer.line(self.id, f"{direction} {dc.describe(m)} {frames} bytes={wire}{timing}")
-
-    def lost(self, side: _Side) -> None:
-        other = self.other(side)
-        if other is not None and other.transport is not None:
-            other.transport.close()
-        if not self.closed:
-            self.closed = True
-            who = "client" if side is self.client else "server"
-            self.snoop.printer.line(self.id, f"closed by the {who}")
-            self.snoop.printer.flush()
+            self.printer.line(self.id, f"{direction} {dc.describe(m)} {frames} bytes={wire}{timing}")
 
 
-class Snoop(Service):
+class Snoop(SnoopProxy):
     """The dc_snoop engine: accept, connect a twin to ``server``, print both directions."""
 
     def __init__(self, server: Address, out: TextIO | None = None) -> None:
-        self.server = server
         self.printer = Printer(out if out is not None else sys.stdout)
-        self._servers: list[asyncio.AbstractServer] = []
-        self.tasks: set[asyncio.Task[None]] = set()
-
-    async def serve(self, socks: list[socket.socket], ready: Callable[[], None] | None = None) -> None:
-        for sock in socks:
-            self._servers.append(await serve_socket(sock, lambda: _Side(_Pipe(self), False)))
-        await self.run_until_stopped(ready)
-
-    async def close(self) -> None:
-        for srv in self._servers:
-            srv.close()
+        super().__init__(server, lambda conn: DistcacheTap(conn, self.printer))

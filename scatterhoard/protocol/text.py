@@ -403,9 +403,7 @@ class TextRequestParser:
                     self._swallow = length + 2
                 return ErrorReply(b"CLIENT_ERROR error decoding key")
         if len(raw_key) > KEY_MAX_LENGTH or not key:
-            if length >= 0:
-                self._swallow = length + 2
-            return ErrorReply(BAD_FORMAT)
+            return ErrorReply(BAD_FORMAT)  # memcached does not swallow the data block here
         cmd = Meta(name, key, raw_key, flags, None)
         if length >= 0:
             if length + len(key) + 59 > self.max_item_size:

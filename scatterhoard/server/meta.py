@@ -78,7 +78,12 @@ def _mg(session: TextSession, cmd: Meta, out: list[bytes]) -> None:
             created = item is not None
         if item is None:
             if "q" not in fl:
-                out.append(b"EN\r\n")
+                miss = [b"EN"]
+                for flag, tok in cmd.flags:
+                    if flag == "O" or flag == "k":
+                        miss.append(_common(cmd, flag, tok, b64, 0) or b"")
+                miss.append(b"\r\n")
+                out.append(b"".join(miss))
             return
     else:
         st.get_hits += 1
