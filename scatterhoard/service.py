@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
+import socket
+import stat
 from collections.abc import Callable
+
+from .errors import HoardError
 
 
 class Service:
@@ -35,3 +40,22 @@ class Service:
 
     async def close(self) -> None:
         """Stop listening and release resources (subclasses extend)."""
+
+
+def unlink_stale_socket(path: str) -> None:
+    """Remove a socket file nobody listens on any more (libnal does the same)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise HoardError(f"cannot listen on unix:{path}: the path exists and is not a socket")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except OSError:
+        os.unlink(path)
+    else:
+        raise HoardError(f"cannot listen on unix:{path}: another process is listening there")
+    finally:
+        probe.close()

@@ -18,7 +18,7 @@ from typing import TypeVar
 
 from ..address import Address, parse_address
 from ..errors import ConfigError, HoardError
-from ..server.app import _unlink_stale_socket
+from ..service import unlink_stale_socket
 
 P = TypeVar("P", bound=asyncio.BaseProtocol)
 
@@ -88,7 +88,7 @@ def listen_socket(addr: Address, backlog: int = 512, *, owner: str | None = None
         return sock
     try:
         if addr.kind == "unix":
-            _unlink_stale_socket(addr.path)
+            unlink_stale_socket(addr.path)
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             sock.bind(addr.path)
             apply_socket_file_options(addr.path, owner, group, perms)

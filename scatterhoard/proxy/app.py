@@ -14,14 +14,13 @@ import logging
 import os
 import signal
 import socket
-import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import cast
 
 from ..errors import ConfigError, HoardError
-from ..service import Service
+from ..service import Service, unlink_stale_socket
 from .backend import Context
 from .config import Listen, PoolConfig, ProxyConfig
 from .pool import Pool
@@ -50,28 +49,10 @@ def check_supported(config: ProxyConfig) -> None:
                               "supported yet (redis: true); only memcached pools can be served")
 
 
-def _unlink_stale_socket(path: str) -> None:
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(st.st_mode):
-        raise HoardError(f"cannot listen on {path}: the path exists and is not a socket")
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(path)
-    except OSError:
-        os.unlink(path)
-    else:
-        raise HoardError(f"cannot listen on {path}: another process is listening there")
-    finally:
-        probe.close()
-
-
 def bind_listener(listen: Listen, backlog: int, reuseport: bool = False) -> socket.socket:
     """A listening socket for a pool's ``listen:`` (unix sockets get their permissions)."""
     if listen.is_unix:
-        _unlink_stale_socket(listen.path)
+        unlink_stale_socket(listen.path)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.bind(listen.path)

@@ -11,14 +11,13 @@ import contextlib
 import logging
 import os
 import socket
-import stat
 from collections.abc import Callable
 from typing import Protocol as TypingProtocol
 from typing import cast
 
 from ..address import Address, parse_address
 from ..errors import HoardError, ProtocolError
-from ..service import Service
+from ..service import Service, unlink_stale_socket
 from ..store import MemoryStore, Store
 from .binary import BinarySession
 from .distcache import DistcacheSession
@@ -181,7 +180,7 @@ class Server(Service):
         backlog = self.settings.backlog
         try:
             if addr.kind == "unix":
-                _unlink_stale_socket(addr.path)
+                unlink_stale_socket(addr.path)
                 srv = await loop.create_unix_server(factory, addr.path, backlog=backlog)
                 self._unix_paths.append(addr.path)
                 return srv
@@ -230,25 +229,6 @@ class Server(Service):
             with contextlib.suppress(OSError):
                 os.unlink(path)
         self.store.close()
-
-
-def _unlink_stale_socket(path: str) -> None:
-    """Remove a socket file nobody listens on any more (libnal does the same)."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(st.st_mode):
-        raise HoardError(f"cannot listen on unix:{path}: the path exists and is not a socket")
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(path)
-    except OSError:
-        os.unlink(path)
-    else:
-        raise HoardError(f"cannot listen on unix:{path}: another server is listening there")
-    finally:
-        probe.close()
 
 
 def install_event_loop_policy() -> None:
