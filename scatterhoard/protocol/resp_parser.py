@@ -20,7 +20,7 @@ error the parser is unusable: every later :meth:`feed` raises again.
 from __future__ import annotations
 
 import re
-from typing import Final
+from typing import Final, Generic, TypeVar, cast
 
 from ..errors import ProtocolError
 from .resp_types import (
@@ -65,8 +65,11 @@ def _show(byte: int) -> str:
     return chr(byte) if 32 <= byte < 127 else f"\\x{byte:02x}"
 
 
-class _Buffered:
-    """The byte accumulation shared by both parsers.
+_T = TypeVar("_T")
+
+
+class _Buffered(Generic[_T]):
+    """The byte accumulation and the ``feed`` loop shared by both parsers (``_T``: what they return).
 
     Unparsed bytes are kept as a list of chunks and only joined when the
     parser said progress is possible: ``_need`` bytes are buffered (a bulk
@@ -82,6 +85,26 @@ class _Buffered:
         self._wait_nl = False
         self._max_line = max_line
         self._error: str | None = None
+
+    def feed(self, data: bytes | bytearray | memoryview) -> list[_T]:
+        """Add bytes; return every value (every command, for a request parser) they complete, in order."""
+        src = self._take(data)
+        out: list[_T] = []
+        if src is None:
+            return out
+        try:
+            pos = self._parse(src, out)
+        except RespProtocolError as exc:
+            self._error = str(exc)
+            self._chunks = []
+            exc.parsed = cast("list[RespValue] | list[list[bytes]]", out)
+            raise
+        self._keep(src, pos)
+        return out
+
+    def _parse(self, src: bytes, out: list[_T]) -> int:
+        """Parse ``src``, appending what completes to ``out``; return where the incomplete rest starts."""
+        raise NotImplementedError
 
     def _take(self, data: bytes | bytearray | memoryview) -> bytes | None:
         """The bytes to parse now, or None when nothing can complete yet."""
@@ -189,7 +212,7 @@ def _build_map(items: list[RespValue]) -> dict[RespValue, RespValue]:
         return {_hashable(k): v for k, v in zip(items[::2], items[1::2], strict=True)}
 
 
-class RespParser(_Buffered):
+class RespParser(_Buffered[RespValue]):
     """Incremental parser of RESP2 and RESP3 values (replies, or full-duplex RESP3).
 
     ``feed(data)`` returns the complete top-level values (see
@@ -216,22 +239,6 @@ class RespParser(_Buffered):
 
     def _line_error(self) -> str:
         return "Protocol error: too big line"
-
-    def feed(self, data: bytes | bytearray | memoryview) -> list[RespValue]:
-        """Add bytes; return every value they complete, in order."""
-        src = self._take(data)
-        out: list[RespValue] = []
-        if src is None:
-            return out
-        try:
-            pos = self._parse(src, out)
-        except RespProtocolError as exc:
-            self._error = str(exc)
-            self._chunks = []
-            exc.parsed = out
-            raise
-        self._keep(src, pos)
-        return out
 
     def _parse(self, src: bytes, out: list[RespValue]) -> int:
         pos = 0

@@ -126,7 +126,7 @@ def _single_quoted(line: bytes, i: int, current: bytearray) -> int:
     raise RespProtocolError(ERR_UNBALANCED_QUOTES)
 
 
-class RequestParser(_Buffered):
+class RequestParser(_Buffered[list[bytes]]):
     """Incremental parser of client commands, as a redis server reads them.
 
     ``feed(data)`` returns the complete commands, each a ``list[bytes]``
@@ -155,22 +155,6 @@ class RequestParser(_Buffered):
         if self._args is None:
             return ERR_INLINE_TOO_BIG if self._chunks and self._chunks[0][:1] != b"*" else ERR_MBULK_COUNT_TOO_BIG
         return ERR_BULK_COUNT_TOO_BIG
-
-    def feed(self, data: bytes | bytearray | memoryview) -> list[list[bytes]]:
-        """Add bytes; return every command they complete, in order."""
-        src = self._take(data)
-        out: list[list[bytes]] = []
-        if src is None:
-            return out
-        try:
-            pos = self._parse(src, out)
-        except RespProtocolError as exc:
-            self._error = str(exc)
-            self._chunks = []
-            exc.parsed = out
-            raise
-        self._keep(src, pos)
-        return out
 
     def _parse(self, src: bytes, out: list[list[bytes]]) -> int:
         pos = 0
