@@ -67,7 +67,10 @@ def _mg(session: TextSession, cmd: Meta, out: list[bytes]) -> None:
     fl = dict(cmd.flags)
     b64 = "b" in fl
     now = time.time()
-    item = store.get(cmd.key, bump=False)
+    # h and l report the state before this fetch, u asks for no bump: only then look up
+    # without bumping and bump afterwards; otherwise one lookup does both
+    bump_later = "u" not in fl and ("h" in fl or "l" in fl)
+    item = store.get(cmd.key, bump="u" not in fl and not bump_later)
     created = False
     st.cmd_get += 1
     if item is None:
@@ -130,7 +133,7 @@ def _mg(session: TextSession, cmd: Meta, out: list[bytes]) -> None:
     if "v" in fl:
         parts.append(item.value)
         parts.append(b"\r\n")
-    if "u" not in fl and not created:
+    if bump_later and not created:
         store.get(cmd.key)  # bump LRU, mark fetched, update last access
     out.append(b"".join(parts))
 
@@ -248,7 +251,8 @@ def _ma(session: TextSession, cmd: Meta, out: list[bytes]) -> None:
             st.decr_hits += 1
         if "T" in fl:
             store.touch(cmd.key, _ttl(fl["T"]))
-        item = store.get(cmd.key, bump=False)
+        if "t" in fl:
+            item = store.get(cmd.key, bump=False)
         code = b"VA %d" % len(b"%d" % value) if "v" in fl else b"HD"
         if "q" in fl:
             return
