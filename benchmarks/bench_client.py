@@ -45,6 +45,7 @@ from benchmarks.common import HOST, free_port, wait_for_port  # noqa: E402
 from scatterhoard import AsyncClient, Client  # noqa: E402
 
 MANY = 100  # keys per get_many
+PROTOCOLS = ("text", "meta", "binary")
 
 
 # -- the server -----------------------------------------------------------------------------------
@@ -127,12 +128,12 @@ def aiomcache_async(port: int, args: argparse.Namespace) -> Runner:
 
 def runners(port: int, args: argparse.Namespace) -> tuple[list[Runner], list[str]]:
     notes: list[str] = []
-    out = [ours_sync("text", port, args), ours_sync("binary", port, args)]
+    out = [ours_sync(protocol, port, args) for protocol in PROTOCOLS]
     try:
         out.append(pymemcache_sync(port, args))
     except ImportError:
         notes.append("pymemcache is not installed: .venv/bin/pip install pymemcache")
-    out += [ours_async("text", port, args), ours_async("binary", port, args)]
+    out += [ours_async(protocol, port, args) for protocol in PROTOCOLS]
     try:
         out.append(aiomcache_async(port, args))
     except ImportError:
@@ -237,10 +238,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 COLUMNS = (("set", "set ops/s"), ("get", "get ops/s"), ("get_many", "get_many(100)/s"),
            ("get_concurrent", "get xN ops/s"))
-PAIRS = (("scatterhoard Client (text)", "pymemcache Client"),
-         ("scatterhoard Client (binary)", "pymemcache Client"),
-         ("scatterhoard AsyncClient (text)", "aiomcache Client"),
-         ("scatterhoard AsyncClient (binary)", "aiomcache Client"))
+PAIRS = tuple((f"scatterhoard Client ({p})", "pymemcache Client") for p in PROTOCOLS) + tuple(
+    (f"scatterhoard AsyncClient ({p})", "aiomcache Client") for p in PROTOCOLS)
 
 
 def table(medians: dict[str, Result], concurrency: int) -> str:

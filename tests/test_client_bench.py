@@ -18,8 +18,9 @@ def test_bench_client_quick_json() -> None:
     )
     report = json.loads(out.stdout)
     medians = report["rates"]
-    for name in ("scatterhoard Client (text)", "scatterhoard Client (binary)",
-                 "scatterhoard AsyncClient (text)", "scatterhoard AsyncClient (binary)"):
+    for name in ("scatterhoard Client (text)", "scatterhoard Client (meta)", "scatterhoard Client (binary)",
+                 "scatterhoard AsyncClient (text)", "scatterhoard AsyncClient (meta)",
+                 "scatterhoard AsyncClient (binary)"):
         assert all(medians[name][col] > 0 for col in ("set", "get", "get_many")), name
         if "Async" in name:
             assert medians[name]["get_concurrent"] > 0

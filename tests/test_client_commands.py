@@ -1,9 +1,9 @@
 """Every client method against a real memcached and against ``hoard server``.
 
 The same scenario runs for each combination of backend (memcached, hoard),
-client (``Client``, ``AsyncClient``) and protocol (text, binary); every step
-asserts the same expected answer, and the whole transcript of answers must
-be identical across the eight combinations.
+client (``Client``, ``AsyncClient``) and protocol (text, meta, binary); every
+step asserts the same expected answer, and the whole transcript of answers
+must be identical across the twelve combinations.
 """
 
 from __future__ import annotations
@@ -98,7 +98,8 @@ def backends() -> Iterator[dict[str, int]]:
         yield {"memcached": mc, "hoard": hoard}
 
 
-COMBOS = [(b, io, p) for b in ("memcached", "hoard") for io in ("sync", "async") for p in ("text", "binary")]
+PROTOCOLS = ("text", "meta", "binary")
+COMBOS = [(b, io, p) for b in ("memcached", "hoard") for io in ("sync", "async") for p in PROTOCOLS]
 IDS = ["-".join(c) for c in COMBOS]
 TRANSCRIPTS: dict[str, list[object]] = {}
 
@@ -239,7 +240,7 @@ def test_every_method_same_results(backends: dict[str, int], backend: str, io: s
         assert other == transcript
 
 
-@pytest.mark.parametrize("protocol", ["text", "binary"])
+@pytest.mark.parametrize("protocol", PROTOCOLS)
 @pytest.mark.parametrize("io", ["sync", "async"])
 @pytest.mark.parametrize("backend", ["memcached", "hoard"])
 def test_serde_round_trips(backends: dict[str, int], backend: str, io: str, protocol: str) -> None:
@@ -263,7 +264,7 @@ def test_serde_round_trips(backends: dict[str, int], backend: str, io: str, prot
         raw.close()
 
 
-@pytest.mark.parametrize("protocol", ["text", "binary"])
+@pytest.mark.parametrize("protocol", PROTOCOLS)
 @pytest.mark.parametrize("io", ["sync", "async"])
 @pytest.mark.parametrize("backend", ["memcached", "hoard"])
 def test_value_too_large(backends: dict[str, int], backend: str, io: str, protocol: str) -> None:

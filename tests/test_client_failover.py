@@ -82,7 +82,7 @@ def keys_on(servers: list[str], index: int, n: int = 5) -> list[str]:
     return out[:n]
 
 
-@pytest.mark.parametrize("protocol", ["text", "binary"])
+@pytest.mark.parametrize("protocol", ["text", "meta", "binary"])
 @pytest.mark.parametrize("io", ["sync", "async"])
 def test_killed_backend_is_a_miss_then_recovers(three: Backends, io: str, protocol: str) -> None:
     c = make_client(io, three.servers, protocol=protocol, failure_limit=0, timeout=1000, connect_timeout=1000)
@@ -118,9 +118,10 @@ def test_killed_backend_is_a_miss_then_recovers(three: Backends, io: str, protoc
         c.close()
 
 
+@pytest.mark.parametrize("protocol", ["text", "meta", "binary"])
 @pytest.mark.parametrize("io", ["sync", "async"])
-def test_killed_backend_raises_when_asked_to(three: Backends, io: str) -> None:
-    c = make_client(io, three.servers, on_error="raise", failure_limit=0, timeout=1000)
+def test_killed_backend_raises_when_asked_to(three: Backends, io: str, protocol: str) -> None:
+    c = make_client(io, three.servers, protocol=protocol, on_error="raise", failure_limit=0, timeout=1000)
     try:
         victim = keys_on(three.servers, 1)
         others = keys_on(three.servers, 0)
@@ -236,7 +237,7 @@ def fake_server(reply: bytes | None) -> Iterator[int]:
         listener.close()
 
 
-@pytest.mark.parametrize("protocol", ["text", "binary"])
+@pytest.mark.parametrize("protocol", ["text", "meta", "binary"])
 @pytest.mark.parametrize("io", ["sync", "async"])
 def test_timeout(io: str, protocol: str) -> None:
     with fake_server(None) as port:

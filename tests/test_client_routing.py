@@ -185,7 +185,7 @@ def test_same_keys_as_nutcracker(backends: list[int | str], nutcracker: tuple[st
         direct.close()
 
 
-@pytest.mark.parametrize("protocol", ["text", "binary"])
+@pytest.mark.parametrize("protocol", ["text", "meta", "binary"])
 @pytest.mark.parametrize("io", ["sync", "async"])
 def test_big_batches(backends: list[int | str], io: str, protocol: str) -> None:
     """Batches far over the socket buffers, to one server and to all three, both ways."""

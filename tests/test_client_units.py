@@ -17,6 +17,8 @@ from scatterhoard.client.codec import (
     OK,
     BinaryCodec,
     BinaryConnState,
+    MetaCodec,
+    MetaConnState,
     Request,
     TextCodec,
     TextConnState,
@@ -25,7 +27,7 @@ from scatterhoard.client.config import load_yaml_pool
 from scatterhoard.client.core import ClientCore
 from scatterhoard.client.errors import ValueTooLargeError
 from scatterhoard.client.serde import FLAG_INTEGER, FLAG_JSON, FLAG_PICKLE, FLAG_TEXT
-from scatterhoard.errors import ClientError, ConfigError, ServerError
+from scatterhoard.errors import ClientError, ConfigError, ProtocolError, ServerError
 from scatterhoard.protocol import binary as bp
 from scatterhoard.routing import Router, ServerSpec
 
@@ -149,7 +151,6 @@ def test_yaml_pool(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("options", "match"), [
-    ({"protocol": "meta"}, "not available yet"),
     ({"protocol": "resp"}, "unknown protocol"),
     ({"on_error": "ignore"}, "on_error"),
     ({"long_keys": "truncate"}, "long_keys"),
@@ -202,7 +203,7 @@ def test_key_rules() -> None:
 # -- codec states, fed one byte at a time ----------------------------------------------------------
 
 
-def feed_bytewise(state: TextConnState | BinaryConnState, data: bytes) -> None:
+def feed_bytewise(state: TextConnState | BinaryConnState | MetaConnState, data: bytes) -> None:
     for i in range(len(data)):
         state.feed(data[i:i + 1])
 
@@ -245,6 +246,63 @@ def test_text_errors() -> None:
         reqs[3].result()
     big = codec.retrieve([b"k%d" % i for i in range(600)])
     assert big.data.count(b"get ") == 3  # type: ignore[attr-defined]
+
+
+def test_meta_requests_and_state() -> None:
+    codec = MetaCodec()
+    state = MetaConnState()
+    get = codec.retrieve([b"a", b"b", b"c"], cas=True)
+    store = codec.store_many("add", [(b"x", b"1", 0), (b"y", b"2", 5)], 30)
+    arith = codec.arith(b"n", 3, False)
+    quiet = codec.store("append", b"k", b"v", 9, 9, noreply=True)
+    stats = codec.stats([])
+    assert state.submit(get) == b"mg a v f c\r\nmg b v f c\r\nmg c v f c\r\n"
+    assert state.submit(store) == b"ms x 1 F0 T30 ME\r\n1\r\nms y 1 F5 T30 ME\r\n2\r\n"
+    assert state.submit(arith) == b"ma n D3 MD v\r\n"
+    assert state.submit(quiet) == b"ms k 1 MA q\r\nv\r\nmn\r\n"  # append keeps flags and TTL
+    assert state.submit(stats) == b"stats\r\n"
+    # a value holding reply-like bytes, split at every byte
+    feed_bytewise(state, b"VA 8 f3 c11\r\nEN\r\nMN\r\n\r\nEN\r\nVA 0 f0 c12\r\n\r\nHD\r\nNS\r\n")
+    assert get.done and store.done and not arith.done
+    state.feed(b"VA 2\r\n42\r\nNS\r\nMN\r\nSTAT pid 7\r\nSTAT ver sion x\r\nEND\r\n")
+    assert arith.done and quiet.done and stats.done and state.idle
+    values = get.result()
+    assert [(v.key, v.flags, v.value, v.cas) for v in values] == [  # type: ignore[attr-defined]
+        (b"a", 3, b"EN\r\nMN\r\n", 11), (b"c", 0, b"", 12)]
+    assert store.result() == [OK, NOT_STORED]
+    assert arith.result() == 42
+    assert quiet.result() == OK  # noreply: assumed, whatever the quiet failure said
+    assert stats.result() == {"pid": "7", "ver": "sion x"}
+    with pytest.raises(ProtocolError):
+        state.feed(b"HD\r\n")  # nothing in flight
+
+
+def test_meta_errors() -> None:
+    codec = MetaCodec()
+    state = MetaConnState()
+    reqs = [codec.store("set", b"k", b"v", 0, 0), codec.store("cas", b"k", b"v", 0, 0, cas=9),
+            codec.retrieve([b"k"]), codec.arith(b"k", 1, True), codec.arith(b"k", 1, True),
+            codec.touch(b"k", 5), codec.delete(b"k"), codec.retrieve([b"k"], touch=5)]
+    for r in reqs:
+        state.submit(r)
+    assert reqs[-1].data == b"mg k v f T5\r\n"  # type: ignore[attr-defined]
+    state.feed(b"SERVER_ERROR object too large for cache\r\nEX\r\nSERVER_ERROR out of memory\r\n"
+               b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\nNF\r\nEN\r\nNF\r\nXX\r\n")
+    with pytest.raises(ValueTooLargeError):
+        reqs[0].result()
+    assert reqs[1].result() == EXISTS
+    with pytest.raises(ServerError):
+        reqs[2].result()
+    with pytest.raises(ClientError):
+        reqs[3].result()
+    assert reqs[4].result() is None
+    assert reqs[5].result() == NOT_FOUND and reqs[6].result() == NOT_FOUND
+    with pytest.raises(ServerError):
+        reqs[7].result()
+    bad = MetaConnState()
+    bad.submit(codec.retrieve([b"k"]))
+    with pytest.raises(ProtocolError):
+        bad.feed(b"VA x\r\n")
 
 
 def _reply(opcode: int, opaque: int, status: int = 0, key: bytes = b"", extras: bytes = b"",

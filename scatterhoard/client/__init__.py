@@ -10,6 +10,10 @@ through the proxy.
 >>> cache = Client(["10.0.0.1:11211", "10.0.0.2:11211:2"], timeout=500)  # doctest: +SKIP
 >>> cache.set("user:42", b"...", expire=300)                             # doctest: +SKIP
 True
+
+:class:`SessionCache` / :class:`AsyncSessionCache` (:mod:`.sessions`) give
+the distcache session API (add/get/remove/have) over the same clients, or
+over the distcache protocol itself.
 """
 
 from .aio import AsyncClient
@@ -17,10 +21,12 @@ from .config import PoolConfig, Server, load_yaml_pool, parse_server, parse_serv
 from .core import ClientCore
 from .errors import ValueTooLargeError
 from .serde import BasicSerde, JsonSerde, PickleSerde, RawSerde, Serde, get_serde
+from .sessions import AsyncSessionCache, SessionCache
 from .sync import Client
 
 __all__ = [
     "AsyncClient",
+    "AsyncSessionCache",
     "BasicSerde",
     "Client",
     "ClientCore",
@@ -29,6 +35,7 @@ __all__ = [
     "PoolConfig",
     "RawSerde",
     "Serde",
+    "SessionCache",
     "Server",
     "ValueTooLargeError",
     "get_serde",

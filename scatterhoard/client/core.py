@@ -31,7 +31,7 @@ from typing import Any, Final, TypeVar
 
 from ..errors import CacheConnectionError, CacheError, CacheTimeoutError, ClientError, ConfigError
 from ..routing import NoLiveServersError, Router, ServerSpec
-from .codec import NOT_FOUND, OK, BinaryCodec, Codec, Request, TextCodec
+from .codec import NOT_FOUND, OK, BinaryCodec, Codec, MetaCodec, Request, TextCodec
 from .config import Server, is_yaml_path, load_yaml_pool, parse_servers
 from .errors import ValueTooLargeError
 from .serde import Serde, get_serde
@@ -60,7 +60,7 @@ _MAX_EXPTIME: Final = (1 << 31) - 1
 _MAX_DELTA: Final = (1 << 64) - 1
 _bad_key_char = re.compile(rb"[\x00-\x20\x7f]").search
 _md5 = hashlib.md5
-_PROTOCOLS: Final = ("text", "binary")
+_PROTOCOLS: Final = ("text", "meta", "binary")
 _CONNECTION_ERRORS: Final = (CacheConnectionError, CacheTimeoutError)
 
 
@@ -125,8 +125,6 @@ class ClientCore:
             raise ConfigError(f"pool={pool!r} needs servers to be the path of a twemproxy YAML file")
         else:
             server_list = parse_servers(servers)
-        if protocol == "meta":
-            raise ConfigError("protocol='meta' is not available yet; use 'text' or 'binary'")
         if protocol not in _PROTOCOLS:
             raise ConfigError(f"unknown protocol {protocol!r}; expected one of: {', '.join(_PROTOCOLS)}")
         if on_error not in ("miss", "raise"):
@@ -148,7 +146,8 @@ class ClientCore:
         self.router = Router([s.spec for s in server_list], hash=hash or "md5",
                              distribution=distribution or "ketama", hash_tag=hash_tag)
         self.protocol = protocol
-        self.codec: Codec = TextCodec() if protocol == "text" else BinaryCodec()
+        self.codec: Codec = (TextCodec() if protocol == "text" else MetaCodec() if protocol == "meta"
+                             else BinaryCodec())
         self.serde: Serde = get_serde(serde)
         self.connect_timeout = _ms(DEFAULT_TIMEOUT_MS if connect_timeout is None else connect_timeout,
                                    "connect_timeout")

@@ -83,7 +83,7 @@ class Client:
 
     Options (all keyword-only):
 
-    ``protocol``        ``"text"`` (default) or ``"binary"``
+    ``protocol``        ``"text"`` (default), ``"meta"`` or ``"binary"``
     ``hash``, ``distribution``, ``hash_tag``
                         routing as in twemproxy/``hoard proxy`` (default
                         ketama + md5, libmemcached's weighted ketama)

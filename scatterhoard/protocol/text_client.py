@@ -209,3 +209,34 @@ def encode_meta(command: bytes, key: bytes, flags: list[bytes], value: bytes | N
     if command == b"mn":
         return b"mn\r\n"
     return b"%s %s%s\r\n" % (command, key, tail)
+
+
+def parse_meta_reply(buf: bytes | bytearray, pos: int = 0) -> tuple[MetaReply | LineReply, int] | None:
+    """The reply to one meta command that starts at ``buf[pos]``, and the offset just after it.
+
+    None while the reply is incomplete (nothing is consumed).  An error line
+    (``ERROR``, ``CLIENT_ERROR ...``, ``SERVER_ERROR ...``) comes back as a
+    :class:`LineReply`; a ``VA`` data block is read by its announced size, so
+    it may hold any bytes.  Raises :class:`ProtocolError` for a ``VA`` line
+    without a valid size or a data block not followed by CRLF.
+    """
+    eol = buf.find(b"\r\n", pos)
+    if eol < 0:
+        return None
+    line = bytes(buf[pos:eol])
+    nxt = eol + 2
+    if is_error_line(line):
+        return LineReply(line, bytes(buf[pos:nxt])), nxt
+    parts = line.split(b" ")
+    code = parts[0]
+    if code != b"VA":
+        return MetaReply(code, parts[1:], None, bytes(buf[pos:nxt])), nxt
+    size = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else -1
+    if size < 0:
+        raise ProtocolError(f"bad meta VA line: {line[:80]!r}")
+    end = nxt + size
+    if len(buf) < end + 2:
+        return None
+    if buf[end:end + 2] != b"\r\n":
+        raise ProtocolError(f"meta VA data block of {size} bytes is not followed by CRLF")
+    return MetaReply(code, parts[2:], bytes(buf[nxt:end]), bytes(buf[pos:end + 2])), end + 2
