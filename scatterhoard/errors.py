@@ -37,3 +37,19 @@ class CacheConnectionError(CacheError):
 
 class CacheTimeoutError(CacheError):
     """A cache server did not answer in time."""
+
+
+class TLSError(HoardError):
+    """Anything that goes wrong in the TLS layer (:mod:`scatterhoard.tls`)."""
+
+
+class TLSLibraryError(TLSError):
+    """libssl could not be loaded or refused a configuration (certificate, key, ciphers...)."""
+
+
+class TLSHandshakeError(TLSError):
+    """A TLS handshake failed (bad client, protocol mismatch, fatal alert)."""
+
+
+class SessionBlobError(TLSError):
+    """A cached session or ticket-key blob failed to decrypt or authenticate."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 from ..errors import CacheConnectionError, CacheError, CacheTimeoutError, ProtocolError, ServerError
 from ..routing import ServerSpec
@@ -48,8 +48,7 @@ class _AioConn(asyncio.BufferedProtocol):
 
     # asyncio callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self._view
