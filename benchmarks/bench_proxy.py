@@ -12,9 +12,9 @@ Loads (90% get / 10% set, 100-byte values):
 
 * ``nonpipelined``: ``memcaslap`` (libmemcached-tools), 50 connections, one
   request in flight each, one thread;
-* ``pipelined``: ``benchmarks/loadgen.py`` (when present), P processes x C
-  connections, 16 requests in flight per connection, over a preloaded 10k-key
-  space.
+* ``pipelined``: ``hoard bench``'s engine (:mod:`scatterhoard.bench`), P
+  processes x C connections, 16 requests in flight per connection, over a
+  preloaded 10k-key space; latency per request.
 
 For every run: ops/s, p50/p99 latency, the proxy's CPU seconds (utime + stime
 from /proc/PID/stat) and ops per proxy CPU-second -- the fair comparison when
@@ -40,7 +40,6 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks import loadgen  # noqa: E402
 from benchmarks.common import (  # noqa: E402
     HOST,
     LOADS,
@@ -55,6 +54,7 @@ from benchmarks.common import (  # noqa: E402
     free_port,
     memcached_argv,
     pin_prefix,
+    preload_keys,
     report,
     run_load,
     settle_run_length,
@@ -72,16 +72,28 @@ def proxy_config(listen: int, backend: int) -> str:
     return f"bench:\n  listen: {HOST}:{listen}\n  servers:\n   - {HOST}:{backend}:1\n"
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of a process and its children (``hoard proxy --workers``: the workers)."""
+    total = cpu_seconds(pid)
+    for child in Path("/proc").iterdir():
+        if child.name.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                text = (child / "stat").read_text()
+                if int(text[text.rindex(")") + 2:].split()[1]) == pid:
+                    total += cpu_seconds(int(child.name))
+    return total
+
+
 def measure(proxy: Process, backend: int, load: str, rnd: int, args: argparse.Namespace, cfg_path: str,
             memaslap: str | None) -> dict[str, Any]:
     before = stat_counts(backend)
-    cpu0 = cpu_seconds(proxy.pid)
+    cpu0 = tree_cpu_seconds(proxy.pid)
     g = run_load(load, proxy.port, args, cfg_path, memaslap)
     extra: dict[str, Any] = {"generator": g.generator, "errors": g.errors}
-    if g.generator == "loadgen":
+    if g.generator == "hoard bench":
         extra.update(depth=g.depth, connections=g.connections)
     ops, elapsed = g.ops, g.elapsed
-    proxy_cpu = cpu_seconds(proxy.pid) - cpu0
+    proxy_cpu = tree_cpu_seconds(proxy.pid) - cpu0
     after = stat_counts(backend)
     hits = after.get("get_hits", 0) - before.get("get_hits", 0)
     misses = after.get("get_misses", 0) - before.get("get_misses", 0)
@@ -129,6 +141,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--proxy-cpu", type=int, default=0, help="CPU both proxies are pinned to")
     p.add_argument("--client-cpu", type=int, default=1, help="CPU memcached and the load generators use")
     p.add_argument("--no-pin", action="store_true")
+    p.add_argument("--workers", type=int, default=1,
+                   help="run hoard proxy with --workers N (N > 1: hoard unpinned, over every CPU; its CPU "
+                        "time includes the workers')")
     add_load_options(p)
     args = p.parse_args(argv)
     settle_run_length(p, args)
@@ -173,9 +188,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         ours_conf, ref_conf = Path(tmp, "hoard.yml"), Path(tmp, "nutcracker.yml")
         ours_conf.write_text(proxy_config(ours_port, backend))
         ref_conf.write_text(proxy_config(ref_port, backend))
-        ours = stack.enter_context(start_process(OURS, [*pin_prefix(args.proxy_cpu), sys.executable, "-m",
-                                                        "scatterhoard", "proxy", "-c", str(ours_conf),
-                                                        "-s", str(free_port()), "-a", HOST, "-v", "4"],
+        workers = ["--workers", str(args.workers)] if args.workers > 1 else []
+        every_cpu = ["taskset", "-c", f"0-{(os.cpu_count() or 1) - 1}"]  # --workers: not this process's CPU
+        ours = stack.enter_context(start_process(OURS, [*(every_cpu if workers else pin_prefix(args.proxy_cpu)),
+                                                        sys.executable, "-m", "scatterhoard", "proxy", "-c",
+                                                        str(ours_conf), "-s", str(free_port()), "-a", HOST,
+                                                        "-v", "4", *workers],
                                                  ours_port))
         ref = stack.enter_context(start_process(REFERENCE, [*pin_prefix(args.proxy_cpu), nutcracker, "-c",
                                                             str(ref_conf), "-s", str(free_port()), "-a", HOST,
@@ -184,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         say(f"memcached on {HOST}:{backend} (CPU {args.client_cpu}); {OURS} pid {ours.pid}, {REFERENCE} pid "
             f"{ref.pid} on CPU {args.proxy_cpu}; {args.rounds} round(s) x {args.duration:g}s")
         if "pipelined" in loads:
-            loadgen.preload(HOST, backend, keyspace=args.keys, value_size=args.value_size)
+            preload_keys(backend, args)
         say(RUN_HEADER)
         for load in loads:
             for rnd in range(1, args.rounds + 1):
@@ -195,7 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary = summarize(runs, METRICS, "proxy", REFERENCE)
     report(args, config, runs, summary, summary_table(summary, METRICS, REFERENCE),
            "\nratio = median over rounds of (hoard / nutcracker) in the same round; nonpipelined latency "
-           "is estimated from memcaslap's log2 histogram, pipelined latency is per batch of --depth requests.")
+           "is estimated from memcaslap's log2 histogram, pipelined latency is per request (hoard bench).")
     return 0
 
 

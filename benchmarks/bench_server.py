@@ -14,10 +14,11 @@ Loads (90% get / 10% set, ~100-byte values):
   many new keys its sets create (the key space grows by about
   (1 - overwrite) x sets). Latency percentiles are estimated from its log2
   latency histogram (interpolated inside the power-of-two bucket).
-* ``pipelined``: ``benchmarks/loadgen.py``, P processes x C connections, each
-  connection keeping 16 requests in flight (batch of 16, read 16 replies,
-  repeat) over a 10k-key space preloaded before the first round. Latency is
-  per batch (the round trip of the 16 requests).
+* ``pipelined``: ``hoard bench``'s engine (:mod:`scatterhoard.bench`), P
+  processes x C connections, each connection keeping 16 requests in flight
+  (a new request goes out as each reply comes back) over a 10k-key space
+  preloaded before the first round. Latency is per request, from its send to
+  its reply.
 
 For every run: ops/s, p50/p99 latency, the server's CPU seconds (utime +
 stime from /proc/PID/stat, whole process) and ops per server CPU-second,
@@ -44,7 +45,6 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks import loadgen  # noqa: E402
 from benchmarks.common import (  # noqa: E402
     HOST,
     LOADS,
@@ -59,6 +59,7 @@ from benchmarks.common import (  # noqa: E402
     free_port,
     memcached_argv,
     pin_prefix,
+    preload_keys,
     report,
     run_load,
     settle_run_length,
@@ -201,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{args.rounds} round(s) x {args.duration:g}s")
             if "pipelined" in loads:
                 for srv in servers:
-                    loadgen.preload(HOST, srv.port, keyspace=args.keys, value_size=args.value_size)
+                    preload_keys(srv.port, args)
             say(RUN_HEADER)
             for load in loads:
                 for rnd in range(1, args.rounds + 1):
@@ -213,7 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report(args, config, runs, summary, summary_table(summary, METRICS, REFERENCE),
            "\nratio = median over rounds of (hoard / memcached) for the same round; "
            "nonpipelined latency is estimated from memcaslap's log2 histogram, "
-           "pipelined latency is per batch of --depth requests.")
+           "pipelined latency is per request (hoard bench).")
     return 0
 
 

@@ -2,10 +2,10 @@
 
 ``bench_server.py`` and ``bench_proxy.py`` both run ours and a reference
 program side by side, pinned with ``taskset``, drive them with the same two
-loads (memcaslap, one request in flight per connection; ``loadgen.py``,
-pipelined), read the measured process's CPU seconds from ``/proc`` and
-summarize the rounds as medians and ratios ours/reference.  ``bench_client.py``
-uses the port helpers.
+loads (memcaslap, one request in flight per connection; ``hoard bench``'s
+engine, :mod:`scatterhoard.bench`, pipelined), read the measured process's CPU
+seconds from ``/proc`` and summarize the rounds as medians and ratios
+ours/reference.  ``bench_client.py`` uses the port helpers.
 """
 
 from __future__ import annotations
@@ -26,7 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks import loadgen
+from scatterhoard.address import Address
+from scatterhoard.bench import LoadSpec, RunConfig, preload
+from scatterhoard.bench import run_load as bench_load
+from scatterhoard.bench.workload import GET, SET
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -126,9 +129,27 @@ def find_binary(name: str) -> str | None:
                                        if os.path.exists(p)), None)
 
 
+def server_stats(port: int, timeout: float = 5.0) -> dict[str, str]:
+    """The ``stats`` of a memcached-compatible server, as strings."""
+    with socket.create_connection((HOST, port), timeout=timeout) as sock:
+        sock.sendall(b"stats\r\n")
+        data = b""
+        while not data.endswith(b"END\r\n"):
+            chunk = sock.recv(1 << 16)
+            if not chunk:
+                break
+            data += chunk
+    out = {}
+    for line in data.decode("ascii", "replace").splitlines():
+        parts = line.split(" ", 2)
+        if len(parts) == 3 and parts[0] == "STAT":
+            out[parts[1]] = parts[2]
+    return out
+
+
 def stat_counts(port: int) -> dict[str, int]:
     try:
-        st = loadgen.server_stats(HOST, port)
+        st = server_stats(port)
     except OSError:
         return {}
     return {k: int(st[k]) for k in ("cmd_get", "cmd_set", "get_hits", "get_misses", "curr_items")
@@ -222,17 +243,18 @@ def run_memaslap(exe: str, port: int, args: argparse.Namespace, cfg_path: str) -
 class LoadRun:
     """What one run of a load's generator measured (fields it does not measure are None)."""
 
-    generator: str  # "memcaslap" (nonpipelined) or "loadgen" (pipelined)
+    generator: str  # "memcaslap" (nonpipelined) or "hoard bench" (pipelined)
     ops: int
     elapsed: float
     p50_us: float
     p99_us: float
-    client_cpu: float | None = None  # the generator's CPU seconds (loadgen)
+    client_cpu: float | None = None  # the generator's CPU seconds (hoard bench)
     avg_us: float | None = None  # memcaslap
     max_us: float | None = None
-    errors: int | None = None  # loadgen
-    connections: int | None = None  # loadgen
-    depth: int | None = None  # loadgen
+    errors: int | None = None  # hoard bench
+    connections: int | None = None  # hoard bench
+    depth: int | None = None  # hoard bench
+    p999_us: float | None = None  # hoard bench
 
 
 def run_load(load: str, port: int, args: argparse.Namespace, cfg_path: str, memaslap: str | None) -> LoadRun:
@@ -242,13 +264,29 @@ def run_load(load: str, port: int, args: argparse.Namespace, cfg_path: str, mema
         m = run_memaslap(memaslap, port, args, cfg_path)
         return LoadRun("memcaslap", m["ops"], m["elapsed"], m.get("p50_us", 0.0), m.get("p99_us", 0.0),
                        avg_us=m.get("avg_us"), max_us=m.get("max_us"))
-    r = loadgen.run_load(HOST, port, duration=args.duration, processes=args.processes,
-                         connections=args.connections, depth=args.depth, keyspace=args.keys,
-                         value_size=args.value_size, get_ratio=1.0 - args.set_ratio,
-                         cpus=[args.client_cpu] if args.client_cpu is not None else None)
-    s = r.summary()
-    return LoadRun("loadgen", r.ops, r.elapsed, s["p50_us"], s["p99_us"], client_cpu=r.client_cpu,
-                   max_us=s["max_us"], errors=r.errors, connections=r.connections, depth=r.depth)
+    r = bench_load(pipelined_config(port, args))
+    return LoadRun("hoard bench", r.ops, r.elapsed, r.latency_us(50), r.latency_us(99), client_cpu=r.client_cpu,
+                   max_us=r.hist.max / 1000.0, errors=r.errors, connections=r.connections, depth=r.depth,
+                   p999_us=r.latency_us(99.9))
+
+
+def pipelined_spec(args: argparse.Namespace) -> LoadSpec:
+    """The pipelined load's shape: ``--set-ratio`` sets, the rest gets, over ``--keys`` keys."""
+    sets = max(0, min(1000, round(args.set_ratio * 1000)))
+    mix = tuple((k, w) for k, w in ((GET, 1000 - sets), (SET, sets)) if w)
+    return LoadSpec(protocol="text", mix=mix, keyspace=args.keys, key_prefix="bench:",
+                    value_min=args.value_size, value_max=args.value_size)
+
+
+def pipelined_config(port: int, args: argparse.Namespace) -> RunConfig:
+    return RunConfig(Address("tcp", HOST, port), pipelined_spec(args), processes=args.processes,
+                     connections=args.connections, depth=args.depth, duration=args.duration,
+                     cpus=(args.client_cpu,) if args.client_cpu is not None else None)
+
+
+def preload_keys(port: int, args: argparse.Namespace) -> None:
+    """Store every key of the pipelined load's key space, so its gets hit."""
+    preload(Address("tcp", HOST, port), pipelined_spec(args))
 
 
 # -- command line -----------------------------------------------------------------------------------

@@ -33,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .tools.cli import add_parsers as add_tools
 
     add_tools(sub)
+    from .bench.cli import add_parser as add_bench
+
+    add_bench(sub)
     from .tls.cli import add_parser as add_tls
 
     add_tls(sub)

@@ -89,6 +89,7 @@ class Runner:
         # protocol in a row found it unreachable or silent, the rest of that protocol is not run.
         self._streak: dict[str, int] = {}
         self._gave_up: dict[str, str] = {}
+        self.sleep: Callable[[float], None] = time.sleep  # the one pause for all waiting cases
 
     GIVE_UP = 3
 
@@ -122,7 +123,7 @@ class Runner:
                 if self.verbose:
                     self.out.write(f"  (waiting {delay:.1f} s for {len(suspended)} expiry cases)\n")
                     self.out.flush()
-                time.sleep(delay)
+                self.sleep(delay)
             again: list[tuple[int, Context, Iterator[float], float, float]] = []
             for i, ctx, gen, started, _ in suspended:
                 try:
