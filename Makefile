@@ -24,7 +24,7 @@ system-deps:
 	bash scripts/install-system-deps.sh
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check scatterhoard tests benchmarks
+	$(VENV)/bin/ruff check scatterhoard tests benchmarks examples
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy

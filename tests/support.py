@@ -108,6 +108,16 @@ def memcached(port: int | None = None, extra: Sequence[str] = ()) -> Iterator[in
         yield port
 
 
+@contextlib.contextmanager
+def redis_server(port: int | None = None, extra: Sequence[str] = ()) -> Iterator[int]:
+    """A real Debian redis-server on a free port (no persistence)."""
+    exe = require_binary("redis-server")
+    port = port or free_port()
+    argv = [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    with running([*argv, *extra], port=port):
+        yield port
+
+
 def hoard_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "scatterhoard", *args]
 
@@ -136,3 +146,40 @@ def recv_until(sock: socket.socket, terminator: bytes, timeout: float = 5.0) -> 
             break
         data += chunk
     return data
+
+
+def chat(port: int, request: bytes, terminator: bytes = b"\r\n", timeout: float = 10.0) -> bytes:
+    """Send ``request`` on a new connection to 127.0.0.1:``port``; the reply up to ``terminator``."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(request)
+        return recv_until(s, terminator, timeout=timeout)
+
+
+def run_memccapable(ports: dict[str, int], timeout: float = 120.0) -> dict[str, subprocess.CompletedProcess[str]]:
+    """libmemcached's ``memccapable`` against every named port at once; its output per name."""
+    exe = require_binary("memccapable")
+    procs = {name: subprocess.Popen([exe, "-h", "127.0.0.1", "-p", str(port), "-t", "10"],
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for name, port in ports.items()}
+    results: dict[str, subprocess.CompletedProcess[str]] = {}
+    try:
+        for name, proc in procs.items():
+            out, _ = proc.communicate(timeout=timeout)
+            results[name] = subprocess.CompletedProcess(proc.args, proc.returncode, out)
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    return results
+
+
+def assert_memccapable_passed(run: subprocess.CompletedProcess[str]) -> None:
+    """All 54 checks (27 ascii, 27 binary) passed, none failed or skipped."""
+    import re
+
+    out = run.stdout
+    assert run.returncode == 0 and "All tests passed" in out, out
+    passed = re.findall(r"^(ascii|binary) .*\[pass\]\s*$", out, flags=re.M)
+    assert passed.count("ascii") == 27 and passed.count("binary") == 27, out
+    assert not re.search(r"\[(fail|skip)", out), out

@@ -11,23 +11,32 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol as TypingProtocol
 from typing import cast
 
 from ..address import Address, parse_address
+from ..engines import guard
+from ..engines.handlers import Context, HandledStore, Handler, current_context
 from ..errors import HoardError, ProtocolError
 from ..service import Service, unlink_stale_socket
 from ..store import MemoryStore, Store
 from .binary import BinarySession
-from .distcache import DistcacheSession
-from .resp import RespSession
+from .distcache import DistcacheSession, SessionLimitStore
+from .resp import RespSession, counters_for
 from .stats import ServerStats, Settings
 from .text import TextSession
 
 log = logging.getLogger("scatterhoard.server")
 
 SWEEP_INTERVAL = 1.0
+#: Worker threads for a blocking engine (``-t``): this many slow calls can be in flight at once.
+DEFAULT_WORKERS = 16
+#: Seconds a graceful stop waits for running engine calls.
+JOB_GRACE = 10.0
+
+
 def _glibc_memory_hooks() -> Callable[[], object] | None:
     """Tune glibc malloc for a cache and return ``malloc_trim(0)`` (None elsewhere).
 
@@ -61,10 +70,75 @@ class Session(TypingProtocol):
 SessionFactory = Callable[["Server"], Session]
 
 
-class Connection(asyncio.Protocol):
-    """One client connection; the session is chosen from the first byte received."""
+class _LocalStats(ServerStats):
+    """A connection's private copy of the counters while its session runs in a worker thread."""
 
-    __slots__ = ("server", "transport", "session", "accepted", "peer")
+    was_reset = False
+
+    def reset(self) -> None:
+        super().reset()
+        self.was_reset = True
+
+
+class _StatsMirror:
+    """Keeps the server counters exact when sessions run in worker threads.
+
+    Before a job the connection's session gets a private copy of the shared
+    counters (so ``stats`` shows current figures); after it, on the event
+    loop, the job's increments are added to the shared counters. No counter
+    is ever incremented from two threads at once.
+    """
+
+    __slots__ = ("shared", "local", "base", "shared_resp", "local_resp", "resp_base")
+
+    def __init__(self, shared: ServerStats) -> None:
+        self.shared = shared
+        self.local = _LocalStats()
+        self.base: dict[str, int] = {}
+        self.shared_resp = counters_for(shared)
+        self.local_resp = counters_for(self.local)
+        self.resp_base = (0, 0)
+
+    def adopt(self, session: Session) -> None:
+        """Point the session at the private copy."""
+        if hasattr(session, "stats"):
+            session.stats = self.local
+        if isinstance(session, RespSession):
+            session.counters = self.local_resp
+
+    def begin(self) -> None:
+        shared = vars(self.shared)
+        self.base = {k: v for k, v in shared.items() if type(v) is int}
+        vars(self.local).update(shared)
+        self.local.was_reset = False
+        self.local_resp.commands, self.local_resp.errors = self.resp_base = (
+            self.shared_resp.commands, self.shared_resp.errors)
+
+    def commit(self) -> None:
+        local, shared, base = vars(self.local), vars(self.shared), self.base
+        if self.local.was_reset:  # ``stats reset`` ran in the job
+            self.shared.reset()
+            base = {k: (v if k == "curr_connections" else 0) for k, v in base.items()}
+        for name, before in base.items():
+            now = local[name]
+            if now != before:
+                shared[name] += now - before
+        self.shared_resp.commands += self.local_resp.commands - self.resp_base[0]
+        self.shared_resp.errors += self.local_resp.errors - self.resp_base[1]
+
+
+class Connection(asyncio.Protocol):
+    """One client connection; the session is chosen from the first byte received.
+
+    With a blocking engine the session runs in the server's worker threads:
+    reading pauses while a job runs (data already received waits in order),
+    the reply is written from the loop, then reading resumes. One job per
+    connection at a time keeps its replies in order; other connections run
+    in other threads meanwhile.
+    """
+
+    __slots__ = ("server", "transport", "session", "accepted", "peer", "context", "pending", "busy",
+                 "write_paused", "mirror")
 
     def __init__(self, server: Server) -> None:
         self.server = server
@@ -72,6 +146,11 @@ class Connection(asyncio.Protocol):
         self.session: Session | None = None
         self.accepted = False
         self.peer = ""
+        self.context: Context | None = None
+        self.pending: list[bytes] = []
+        self.busy = False
+        self.write_paused = False
+        self.mirror: _StatsMirror | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -86,9 +165,20 @@ class Connection(asyncio.Protocol):
         st.curr_connections += 1
         st.total_connections += 1
         srv.connections.add(self)
+        if srv.settings.verbosity > 1 or srv.guarded:
+            self.peer = _peer_name(self.transport.get_extra_info("peername"))
         if srv.settings.verbosity > 1:
-            self.peer = str(self.transport.get_extra_info("peername"))
             log.info("<%s new client connection", self.peer)
+
+    def _start(self, first: int) -> Session:
+        srv = self.server
+        session = self.session = srv.session_for(first)
+        if srv.guarded:
+            self.context = Context(guard.guard_session(session), self.peer)
+        if srv.blocking:
+            self.mirror = _StatsMirror(srv.stats)
+            self.mirror.adopt(session)
+        return session
 
     def data_received(self, data: bytes) -> None:
         if not self.accepted:
@@ -97,17 +187,28 @@ class Connection(asyncio.Protocol):
         srv.stats.bytes_read += len(data)
         session = self.session
         if session is None:
-            session = self.session = srv.session_for(data[0])
-        try:
-            out = session.feed(data)
-        except ProtocolError as exc:
-            log.warning("closing connection %s: %s", self.peer or id(self), exc)
-            self._close()
+            session = self._start(data[0])
+        if srv.blocking:
+            self.pending.append(data)
+            if not self.busy:
+                self._submit()
             return
-        except Exception:  # never let one client's input take the server down
-            log.exception("internal error on a connection; closing it")
-            self._close()
-            return
+        context = self.context
+        if context is None:  # the memory engine's hot path
+            try:
+                out = session.feed(data)
+            except Exception as exc:
+                self._failed(exc)
+                return
+        else:
+            token = current_context.set(context)
+            try:
+                out = session.feed(data)
+            except Exception as exc:
+                self._failed(exc)
+                return
+            finally:
+                current_context.reset(token)
         transport = self.transport
         assert transport is not None
         if out:
@@ -116,16 +217,78 @@ class Connection(asyncio.Protocol):
         if session.closing:
             transport.close()
 
+    def _failed(self, exc: BaseException) -> None:
+        if isinstance(exc, ProtocolError):
+            log.warning("closing connection %s: %s", self.peer or id(self), exc)
+        else:  # never let one client's input take the server down
+            log.error("internal error on a connection; closing it", exc_info=exc)
+        self._close()
+
+    def _deliver(self, session: Session, out: bytes) -> None:
+        transport = self.transport
+        assert transport is not None
+        if out:
+            self.server.stats.bytes_written += len(out)
+            transport.write(out)
+        if session.closing:
+            transport.close()
+
+    # -- blocking engines: the session runs in a worker thread --------------------------------------
+    def _submit(self) -> None:
+        data = b"".join(self.pending) if len(self.pending) > 1 else self.pending[0]
+        self.pending.clear()
+        self.busy = True
+        transport = self.transport
+        assert transport is not None and self.mirror is not None
+        transport.pause_reading()
+        self.mirror.begin()
+        srv = self.server
+        future = asyncio.get_running_loop().run_in_executor(srv.executor(), self._work, data)
+        srv.jobs.add(future)
+        future.add_done_callback(self._done)
+
+    def _work(self, data: bytes) -> bytes:
+        session = self.session
+        assert session is not None
+        token = None if self.context is None else current_context.set(self.context)
+        try:
+            return session.feed(data)
+        finally:
+            if token is not None:
+                current_context.reset(token)
+
+    def _done(self, future: asyncio.Future[bytes]) -> None:
+        self.server.jobs.discard(future)
+        self.busy = False
+        assert self.mirror is not None and self.session is not None
+        self.mirror.commit()
+        transport = self.transport
+        if not self.accepted or transport is None or transport.is_closing() or future.cancelled():
+            return
+        exc = future.exception()
+        if exc is not None:
+            self._failed(exc)
+            return
+        self._deliver(self.session, future.result())
+        if self.session.closing:
+            return
+        if self.pending:
+            self._submit()
+        elif not self.write_paused:
+            transport.resume_reading()
+
     def _close(self) -> None:
         if self.transport is not None:
             self.transport.abort()
 
     def pause_writing(self) -> None:
+        self.write_paused = True
         if self.transport is not None:
             self.transport.pause_reading()
 
     def resume_writing(self) -> None:
-        if self.transport is not None:
+        self.write_paused = False
+        if self.transport is not None and not self.busy:
             self.transport.resume_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -135,26 +298,53 @@ class Connection(asyncio.Protocol):
             self.server.connections.discard(self)
 
 
-class Server(Service):
-    """A cache server: listeners, connections, one store, periodic expiry sweep."""
+def _peer_name(peer: object) -> str:
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        host = str(peer[0])
+        return f"[{host}]:{peer[1]}" if ":" in host else f"{host}:{peer[1]}"
+    return "unix" if peer in ("", None) or isinstance(peer, str | bytes) else str(peer)
 
-    def __init__(self, settings: Settings, store: Store | None = None) -> None:
+
+class Server(Service):
+    """A cache server: listeners, connections, one store, periodic expiry sweep.
+
+    ``store`` is any engine (default: the memory engine sized by ``settings``);
+    ``handlers`` wrap it (:mod:`scatterhoard.engines.handlers`). A blocking
+    engine runs in up to ``workers`` threads.
+    """
+
+    def __init__(self, settings: Settings, store: Store | None = None, handlers: Sequence[Handler] = (),
+                 workers: int = DEFAULT_WORKERS) -> None:
         self.settings = settings
-        self.store: Store = store if store is not None else MemoryStore(
+        engine: Store = store if store is not None else MemoryStore(
             settings.memory_mb * 1024 * 1024, settings.item_size_max)
+        self.store: Store = HandledStore(engine, handlers) if handlers else engine
+        #: sessions answer engine errors in their protocol (not needed by the memory engine alone)
+        self.guarded = not _plain_memory(self.store)
+        self.blocking = self.store.blocking
+        self.workers = max(1, workers)
+        self._executor: ThreadPoolExecutor | None = None
+        self.jobs: set[asyncio.Future[bytes]] = set()
+        self._sweeping = False
         self.stats = ServerStats()
         self.connections: set[Connection] = set()
         self._servers: list[asyncio.AbstractServer] = []
         self._sweeper: asyncio.TimerHandle | None = None
         self._unix_paths: list[str] = []
-        if isinstance(self.store, MemoryStore):
-            self.store.trim_hook = _glibc_memory_hooks()
+        if isinstance(engine, MemoryStore):
+            engine.trim_hook = _glibc_memory_hooks()
         #: first byte of a connection -> its session; anything else speaks text/meta
         self.session_factories: dict[int, SessionFactory] = {
             0x80: lambda srv: BinarySession(srv.store, srv.stats, srv.settings),
             0x00: lambda srv: DistcacheSession(srv.store, srv.stats, srv.settings),
             0x2A: lambda srv: RespSession(srv.store, srv.stats, srv.settings),
         }
+
+    def executor(self) -> ThreadPoolExecutor:
+        """The worker threads of a blocking engine (created on first use)."""
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="hoard-engine")
+        return self._executor
 
     def session_for(self, first: int) -> Session:
         factory = self.session_factories.get(first)
@@ -167,6 +357,9 @@ class Server(Service):
         """Open every listener; returns their printable addresses."""
         loop = asyncio.get_running_loop()
         bound: list[str] = []
+        bind = getattr(self.store, "bind_loop", None)
+        if bind is not None:
+            bind(loop)
         for text in self.settings.listen:
             addr = parse_address(text, default_port=self.settings.port)
             srv = await self._listen(loop, addr)
@@ -201,12 +394,22 @@ class Server(Service):
 
     def _sweep(self) -> None:
         sweep = getattr(self.store, "sweep", None)
-        if sweep is not None:
+        if sweep is not None and self.blocking:
+            if not self._sweeping:  # one sweep at a time, off the loop
+                self._sweeping = True
+                future = asyncio.get_running_loop().run_in_executor(self.executor(), sweep)
+                future.add_done_callback(self._swept)
+        elif sweep is not None:
             try:
                 sweep()
             except Exception:
                 log.exception("expiry sweep failed")
         self._schedule_sweep()
+
+    def _swept(self, future: asyncio.Future[object]) -> None:
+        self._sweeping = False
+        if not future.cancelled() and future.exception() is not None:
+            log.error("expiry sweep failed", exc_info=future.exception())
 
     # -- running and stopping ---------------------------------------------------------
     async def serve(self, ready: Callable[[list[str]], None] | None = None) -> None:
@@ -219,6 +422,9 @@ class Server(Service):
             self._sweeper.cancel()
         for srv in self._servers:
             srv.close()
+        if self.jobs:  # let running engine calls finish and their replies go out
+            await asyncio.wait(list(self.jobs), timeout=JOB_GRACE)
+            await asyncio.sleep(0)
         for conn in list(self.connections):
             if conn.transport is not None:
                 conn.transport.close()  # flushes pending replies first
@@ -228,7 +434,15 @@ class Server(Service):
         for path in self._unix_paths:
             with contextlib.suppress(OSError):
                 os.unlink(path)
+        if self._executor is not None:
+            await asyncio.to_thread(self._executor.shutdown, True, cancel_futures=True)
         self.store.close()
+
+
+def _plain_memory(store: Store) -> bool:
+    """The memory engine (maybe with dc_server's session limit): it never raises EngineError."""
+    inner = getattr(store, "inner", None) if isinstance(store, SessionLimitStore) else store
+    return isinstance(inner, MemoryStore)
 
 
 def install_event_loop_policy() -> None:

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
 from enum import IntEnum
+
+from ..errors import HoardError
 
 #: memcached: relative expiry times are at most 30 days; larger ones are unix times.
 REALTIME_MAXDELTA = 60 * 60 * 24 * 30
@@ -47,6 +50,47 @@ def remaining_ttl(exptime: float, now: float | None = None) -> int:
         now = time.time()
     left = exptime - now
     return int(left + 0.5) if left > 0 else 0
+
+
+#: What an engine may support; an engine lists what it has in :attr:`Store.capabilities`.
+#: ``cas``: compare-and-swap (cas/gets-cas, binary CAS, meta C, WATCH);
+#: ``append``: append/prepend; ``arith``: incr/decr; ``touch``: touch/gat and new expiries;
+#: ``flush``: flush_all.
+CAPABILITIES = frozenset({"cas", "append", "arith", "touch", "flush"})
+
+
+class EngineError(HoardError):
+    """An engine (or a handler in front of it) refused an operation.
+
+    The server answers it with the client's protocol's error reply and keeps
+    the connection open; the message becomes part of the reply.
+    """
+
+
+class Unsupported(EngineError):
+    """The engine lacks the capability the command needs (text ``SERVER_ERROR``,
+    binary status 0x83 "Not supported", RESP ``-ERR``)."""
+
+
+class AccessDenied(EngineError):
+    """A handler refused the command (text ``CLIENT_ERROR``, binary 0x20 "Auth error",
+    RESP ``-NOPERM``)."""
+
+
+@dataclass
+class EngineConfig:
+    """What an engine is built from: ``--engine-opt k=v`` strings and the server's limits.
+
+    An engine class (or factory) with a ``from_config(config)`` classmethod
+    gets this; any other engine callable is called with the options as
+    keyword arguments (strings). The server then sets ``max_item_size``.
+    """
+
+    options: dict[str, str] = field(default_factory=dict)
+    #: ``-m``: the memory budget in bytes (memory engines; the tiered engine's front by default)
+    memory_bytes: int = 64 * 1024 * 1024
+    #: ``-I``: the largest item (key + value + header)
+    item_size_max: int = 1024 * 1024
 
 
 class Mode(IntEnum):
@@ -94,9 +138,23 @@ class Store(ABC):
 
     Engines report what they hold through :meth:`stats` (memcached field names:
     ``curr_items``, ``bytes``, ``evictions``, ``limit_maxbytes`` ...).
+
+    Class attributes: ``max_item_size`` (set by the server from ``-I``; key +
+    value + 59 bytes must fit), ``blocking`` (True: calls may block, the server
+    runs them in worker threads), ``capabilities`` (what of
+    :data:`CAPABILITIES` the engine supports). Engines may also offer
+    ``sweep(budget) -> int`` (called every second to reclaim expired items)
+    and ``bind_loop(loop)`` (called with the server's event loop at start).
+    Keys are bytes of at most 250; expiry times are absolute unix times (0:
+    never, negative: already expired).
     """
 
     max_item_size: int = 1024 * 1024
+    #: True when calls may block (disk, network): the server then runs them in worker threads.
+    blocking: bool = False
+    #: What the engine supports; a command needing anything else gets the protocol's
+    #: "not supported" error (the engine raises :class:`Unsupported`).
+    capabilities: frozenset[str] = CAPABILITIES
 
     @abstractmethod
     def get(self, key: bytes, touch: float | None = None, bump: bool = True) -> Item | None:
@@ -183,3 +241,57 @@ def parse_counter(value: bytes) -> int | None:
         return None
     n = int(head)
     return n if n < 1 << 64 else None
+
+
+def plan_store(mode: Mode, old: Item | None, key: bytes, value: bytes, flags: int, exptime: float,
+               cas: int, invalidate: bool, max_item_size: int) -> tuple[Status | None, bytes, int, float, bool]:
+    """memcached's decision for a set-like command over the live item ``old``.
+
+    Returns ``(status, value, flags, exptime, stale)``: a status to answer at
+    once without writing (None: write ``value``/``flags``/``exptime``, the
+    item marked stale when ``stale``). The caller does the side effects: a
+    failed (TOO_LARGE) SET removes ``old``; a new cas is given to the write.
+    """
+    if len(key) + len(value) + ITEM_HEADER_SIZE > max_item_size:
+        return Status.TOO_LARGE, value, flags, exptime, False
+    stale = False
+    if mode == Mode.CAS or cas:
+        if old is None:
+            return Status.NOT_FOUND, value, flags, exptime, False
+        if old.cas != cas:
+            if not (invalidate and cas < old.cas):
+                return Status.EXISTS, value, flags, exptime, False
+            stale = True
+    if mode == Mode.ADD:
+        if old is not None:
+            return Status.NOT_STORED, value, flags, exptime, False
+    elif mode == Mode.REPLACE:
+        if old is None:
+            return Status.NOT_STORED, value, flags, exptime, False
+    elif mode == Mode.APPEND or mode == Mode.PREPEND:
+        if old is None:
+            return Status.NOT_STORED, value, flags, exptime, False
+        value = old.value + value if mode == Mode.APPEND else value + old.value
+        if len(key) + len(value) + ITEM_HEADER_SIZE > max_item_size:
+            return Status.NOT_STORED, value, flags, exptime, False  # the combined item cannot be allocated
+        flags, exptime = old.flags, old.exptime
+    return None, value, flags, exptime, stale
+
+
+_U64 = (1 << 64) - 1
+
+
+def plan_arith(current: bytes, delta: int, incr: bool) -> tuple[int, bytes] | None:
+    """incr/decr of a stored value: (new number, new value bytes), None when not numeric.
+
+    64-bit wrap upwards, floor 0 downwards; a shorter result is space-padded to
+    the old length, as memcached rewrites the value in place.
+    """
+    number = parse_counter(current)
+    if number is None:
+        return None
+    number = (number + delta) & _U64 if incr else max(number - delta, 0)
+    text = b"%d" % number
+    if len(text) < len(current):
+        text = text.ljust(len(current))
+    return number, text

@@ -18,7 +18,8 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-from .base import ITEM_HEADER_SIZE, Item, Mode, Status, Store, parse_counter
+from ..errors import ConfigError
+from .base import ITEM_HEADER_SIZE, EngineConfig, Item, Mode, Status, Store, plan_arith, plan_store
 
 #: After this many bytes are evicted, :attr:`MemoryStore.trim_hook` runs (returns memory to the OS).
 TRIM_AFTER_BYTES = 32 * 1024 * 1024
@@ -48,6 +49,13 @@ class MemoryStore(Store):
         self.get_flushed = 0
         self.trim_hook: Callable[[], object] | None = None
         self._evicted_bytes = 0
+
+    @classmethod
+    def from_config(cls, config: EngineConfig) -> MemoryStore:
+        """The ``memory`` engine: ``-m`` budget; no options."""
+        if config.options:
+            raise ConfigError(f"memory engine: unknown option {sorted(config.options)[0]!r} (it takes none)")
+        return cls(config.memory_bytes, config.item_size_max)
 
     # -- internals -------------------------------------------------------------
     def _next_cas(self) -> int:
@@ -167,32 +175,15 @@ class MemoryStore(Store):
               cas: int = 0, invalidate: bool = False) -> tuple[Status, int]:
         now = time.time()
         old = self._live(key, now)
-        if len(key) + len(value) + ITEM_HEADER_SIZE > self.max_item_size:
-            if mode == Mode.SET and old is not None:
-                self._unlink(key, old)  # memcached: a failed set must not leave stale data
-            return Status.TOO_LARGE, 0
-        stale = False
-        if mode == Mode.CAS or cas:
-            if old is None:
-                return Status.NOT_FOUND, 0
-            if old.cas != cas:
-                if not (invalidate and cas < old.cas):
-                    return Status.EXISTS, 0
-                stale = True
-        if mode == Mode.ADD:
+        status, value, flags, exptime, stale = plan_store(mode, old, key, value, flags, exptime, cas,
+                                                          invalidate, self.max_item_size)
+        if status is not None:
             if old is not None:
-                self._data.move_to_end(key)
-                return Status.NOT_STORED, 0
-        elif mode == Mode.REPLACE:
-            if old is None:
-                return Status.NOT_STORED, 0
-        elif mode == Mode.APPEND or mode == Mode.PREPEND:
-            if old is None:
-                return Status.NOT_STORED, 0
-            value = old.value + value if mode == Mode.APPEND else value + old.value
-            if len(key) + len(value) + ITEM_HEADER_SIZE > self.max_item_size:
-                return Status.NOT_STORED, 0  # memcached: the combined item cannot be allocated
-            flags, exptime = old.flags, old.exptime
+                if status == Status.TOO_LARGE and mode == Mode.SET:
+                    self._unlink(key, old)  # memcached: a failed set must not leave stale data
+                elif status == Status.NOT_STORED and mode == Mode.ADD:
+                    self._data.move_to_end(key)
+            return status, 0
         new_cas = self._next_cas()
         if exptime < 0:  # already expired: stored and gone at once
             if old is not None:
@@ -204,6 +195,17 @@ class MemoryStore(Store):
             item.stale = True
         self._link(key, item, old)
         return Status.STORED, new_cas
+
+    def insert(self, key: bytes, item: Item) -> None:
+        """Put a finished item (its own cas) in place, replacing any other: for engines
+        that keep this store as a cache of another (:class:`~scatterhoard.engines.tiered.TieredStore`)."""
+        old = self._live(key, time.time())
+        if item.exptime < 0 or len(key) + len(item.value) + ITEM_HEADER_SIZE > self.max_item_size:
+            if old is not None:
+                self._unlink(key, old)
+            return
+        self._link(key, item, old)
+        self.total_items -= 1  # not a new write of the engine, only a copy
 
     def delete(self, key: bytes, cas: int = 0) -> Status:
         item = self._live(key, time.time())
@@ -239,13 +241,10 @@ class MemoryStore(Store):
             return (Status.STORED, value, new_cas) if status == Status.STORED else (status, 0, 0)
         if cas and item.cas != cas:
             return Status.EXISTS, 0, 0
-        current = parse_counter(item.value)
-        if current is None:
+        planned = plan_arith(item.value, delta, incr)
+        if planned is None:
             return Status.NON_NUMERIC, 0, 0
-        value = (current + delta) & _U64 if incr else max(current - delta, 0)
-        text = b"%d" % value
-        if len(text) < len(item.value):  # memcached rewrites in place, padding with spaces
-            text = text.ljust(len(item.value))
+        value, text = planned
         new = Item(text, item.flags, item.exptime, self._next_cas(), now)
         new.fetched = item.fetched
         self._link(key, new, item)
