@@ -54,7 +54,9 @@ class Conn:
             data = data.replace(b"{cas}", self.cas)
         self.sock.sendall(data + b"mn\r\n")
         buf = b""
-        while not buf.endswith(b"MN\r\n"):
+        # a step may itself send mn: wait for every MN, not the first (replies can come in pieces)
+        sentinels = data.count(b"mn\r\n") + 1
+        while not (buf.endswith(b"MN\r\n") and buf.count(b"MN\r\n") >= sentinels):
             chunk = self.sock.recv(1 << 20)
             if not chunk:
                 buf += b"<closed>"
