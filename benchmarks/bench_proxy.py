@@ -16,6 +16,11 @@ Loads (90% get / 10% set, 100-byte values):
   processes x C connections, 16 requests in flight per connection, over a
   preloaded 10k-key space; latency per request.
 
+With ``--binary`` hoard proxy's clients speak the binary protocol (memcaslap
+``-B``, ``hoard bench --binary``) while nutcracker, which has none, stays the
+text reference: what a binary client gets from hoard against what a text
+client gets from nutcracker.
+
 For every run: ops/s, p50/p99 latency, the proxy's CPU seconds (utime + stime
 from /proc/PID/stat) and ops per proxy CPU-second -- the fair comparison when
 the generator, not the proxy, is the bottleneck.  The summary gives medians
@@ -88,7 +93,8 @@ def measure(proxy: Process, backend: int, load: str, rnd: int, args: argparse.Na
             memaslap: str | None) -> dict[str, Any]:
     before = stat_counts(backend)
     cpu0 = tree_cpu_seconds(proxy.pid)
-    g = run_load(load, proxy.port, args, cfg_path, memaslap)
+    binary = args.binary and proxy.name == OURS  # (nutcracker has no binary protocol: text for it)
+    g = run_load(load, proxy.port, args, cfg_path, memaslap, "binary" if binary else "text")
     extra: dict[str, Any] = {"generator": g.generator, "errors": g.errors}
     if g.generator == "hoard bench":
         extra.update(depth=g.depth, connections=g.connections)
@@ -134,6 +140,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=None, help="runs per proxy per load (default 3; 1 with --quick)")
     p.add_argument("--quick", action="store_true", help="short smoke-test runs")
     p.add_argument("--only", choices=LOADS, help="run just one of the loads")
+    p.add_argument("--binary", action="store_true",
+                   help="hoard proxy's clients speak the binary protocol (memcaslap -B, hoard bench --binary); "
+                        "nutcracker, which has none, stays the text reference")
     p.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
     p.add_argument("--memcached", default=None)
     p.add_argument("--nutcracker", default=None)
@@ -213,7 +222,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary = summarize(runs, METRICS, "proxy", REFERENCE)
     report(args, config, runs, summary, summary_table(summary, METRICS, REFERENCE),
            "\nratio = median over rounds of (hoard / nutcracker) in the same round; nonpipelined latency "
-           "is estimated from memcaslap's log2 histogram, pipelined latency is per request (hoard bench).")
+           "is estimated from memcaslap's log2 histogram, pipelined latency is per request (hoard bench)."
+           + (" --binary: hoard's clients used the binary protocol, nutcracker's text." if args.binary else ""))
     return 0
 
 

@@ -225,11 +225,12 @@ def parse_memaslap(out: str) -> dict[str, Any]:
     return res
 
 
-def run_memaslap(exe: str, port: int, args: argparse.Namespace, cfg_path: str) -> dict[str, Any]:
+def run_memaslap(exe: str, port: int, args: argparse.Namespace, cfg_path: str,
+                 binary: bool = False) -> dict[str, Any]:
     secs = max(1, int(round(args.duration)))
     argv = [*pin_prefix(args.client_cpu), exe, "-s", f"{HOST}:{port}", "-c", str(args.memaslap_conns),
             "-T", "1", "-t", f"{secs}s", "-S", f"{secs}s", "-F", cfg_path, "-w", "1k",
-            "-o", str(args.memaslap_overwrite)]
+            "-o", str(args.memaslap_overwrite), *(["-B"] if binary else [])]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=secs + 60)
     if proc.returncode != 0 and "Run time:" not in proc.stdout:
         raise RuntimeError(f"memcaslap failed ({proc.returncode}): {proc.stderr.strip() or proc.stdout[-500:]}")
@@ -257,29 +258,31 @@ class LoadRun:
     p999_us: float | None = None  # hoard bench
 
 
-def run_load(load: str, port: int, args: argparse.Namespace, cfg_path: str, memaslap: str | None) -> LoadRun:
-    """Run ``load`` against ``port`` for ``--duration`` seconds with its generator."""
+def run_load(load: str, port: int, args: argparse.Namespace, cfg_path: str, memaslap: str | None,
+             protocol: str = "text") -> LoadRun:
+    """Run ``load`` against ``port`` for ``--duration`` seconds with its generator (memcached
+    ``protocol``: text or binary)."""
     if load == "nonpipelined":
         assert memaslap is not None
-        m = run_memaslap(memaslap, port, args, cfg_path)
+        m = run_memaslap(memaslap, port, args, cfg_path, binary=protocol == "binary")
         return LoadRun("memcaslap", m["ops"], m["elapsed"], m.get("p50_us", 0.0), m.get("p99_us", 0.0),
                        avg_us=m.get("avg_us"), max_us=m.get("max_us"))
-    r = bench_load(pipelined_config(port, args))
+    r = bench_load(pipelined_config(port, args, protocol))
     return LoadRun("hoard bench", r.ops, r.elapsed, r.latency_us(50), r.latency_us(99), client_cpu=r.client_cpu,
                    max_us=r.hist.max / 1000.0, errors=r.errors, connections=r.connections, depth=r.depth,
                    p999_us=r.latency_us(99.9))
 
 
-def pipelined_spec(args: argparse.Namespace) -> LoadSpec:
+def pipelined_spec(args: argparse.Namespace, protocol: str = "text") -> LoadSpec:
     """The pipelined load's shape: ``--set-ratio`` sets, the rest gets, over ``--keys`` keys."""
     sets = max(0, min(1000, round(args.set_ratio * 1000)))
     mix = tuple((k, w) for k, w in ((GET, 1000 - sets), (SET, sets)) if w)
-    return LoadSpec(protocol="text", mix=mix, keyspace=args.keys, key_prefix="bench:",
+    return LoadSpec(protocol=protocol, mix=mix, keyspace=args.keys, key_prefix="bench:",
                     value_min=args.value_size, value_max=args.value_size)
 
 
-def pipelined_config(port: int, args: argparse.Namespace) -> RunConfig:
-    return RunConfig(Address("tcp", HOST, port), pipelined_spec(args), processes=args.processes,
+def pipelined_config(port: int, args: argparse.Namespace, protocol: str = "text") -> RunConfig:
+    return RunConfig(Address("tcp", HOST, port), pipelined_spec(args, protocol), processes=args.processes,
                      connections=args.connections, depth=args.depth, duration=args.duration,
                      cpus=(args.client_cpu,) if args.client_cpu is not None else None)
 

@@ -13,6 +13,7 @@ backends).
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import socket
 from collections.abc import Iterator
@@ -147,3 +148,97 @@ def test_same_servers_as_nutcracker(pool: str,
     used = {theirs[k] for k in keys[pool]}
     if pool != "m_crc32_ketama":  # 15-bit hashes all land before one server's first ketama point
         assert len(used) >= 3, used
+
+
+# -- the random distribution; unix-socket servers and listeners ------------------------------------
+
+
+@contextlib.contextmanager
+def _unix_memcached(path: str) -> Iterator[str]:
+    exe = require_binary("memcached")
+    argv = [exe, "-s", path, "-a", "0700", "-U", "0", "-t", "1"]
+    if os.geteuid() == 0:
+        argv += ["-u", "root"]
+    with running(argv, unix_path=path):
+        yield path
+
+
+def _connect(addr: int | str) -> socket.socket:
+    if isinstance(addr, str):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(20)
+        sock.connect(addr)
+        return sock
+    return socket.create_connection(("127.0.0.1", addr), timeout=20)
+
+
+def _holders(backends: list[int | str], keys: list[bytes]) -> dict[bytes, list[int]]:
+    """key -> the backend slots that hold it."""
+    where: dict[bytes, list[int]] = {k: [] for k in keys}
+    groups = [keys[i:i + 200] for i in range(0, len(keys), 200)]
+    for slot, addr in enumerate(backends):
+        with _connect(addr) as sock:
+            reply = _exchange(sock, b"".join(b"get " + b" ".join(g) + b"\r\n" for g in groups), b"END\r\n",
+                              len(groups))
+        for line in reply.split(b"\r\n"):
+            if line.startswith(b"VALUE "):
+                where[line.split(b" ")[1]].append(slot)
+    return where
+
+
+def _write_via(addr: int | str, keys: list[bytes]) -> None:
+    with _connect(addr) as sock:
+        reply = _exchange(sock, b"".join(b"set %s 0 0 1\r\nv\r\n" % k for k in keys), b"\r\n", len(keys))
+        assert reply == b"STORED\r\n" * len(keys), reply[:300]
+
+
+def test_random_distribution_spreads_keys_over_every_server() -> None:
+    with contextlib.ExitStack() as stack:
+        workdir = stack.enter_context(temp_dir())
+        backends: list[int | str] = [stack.enter_context(memcached()) for _ in range(4)]
+        listen, stats = _ports(2)
+        conf = (f"rnd:\n  listen: 127.0.0.1:{listen}\n  hash: md5\n  distribution: random\n  servers:\n"
+                + "".join(f"   - 127.0.0.1:{p}:1\n" for p in backends))
+        _start(hoard_argv("proxy"), conf, [listen], stats, workdir, "random", stack)
+        keys = [b"rnd:%d" % i for i in range(400)]
+        _write_via(listen, keys)
+        where = _holders(backends, keys)
+        assert all(len(slots) == 1 for slots in where.values()), "a key stored on no server or on two"
+        per_server = [sum(1 for slots in where.values() if slots == [i]) for i in range(4)]
+        assert all(n >= 40 for n in per_server), per_server  # 100 expected each; 40 is 6+ sigma away
+
+
+def test_unix_socket_servers_and_listener_same_as_nutcracker() -> None:
+    nutcracker = require_binary("nutcracker")
+    with contextlib.ExitStack() as stack:
+        workdir = stack.enter_context(temp_dir())
+        socks = [stack.enter_context(_unix_memcached(os.path.join(workdir, f"mc{i}.sock"))) for i in range(2)]
+        backends: list[int | str] = [*socks, stack.enter_context(memcached())]
+        servers = [f"{socks[0]}:1", f"{socks[1]}:2 unix-b", f"127.0.0.1:{backends[2]}:1"]
+        keys = [b"ux:%d" % i for i in range(300)]
+        placements = []
+        for tag, exe in (("nutcracker", [nutcracker]), ("hoard", hoard_argv("proxy"))):
+            listen = os.path.join(workdir, f"{tag}.sock")
+            stats = _ports(1)[0]
+            conf = Path(workdir, f"{tag}-unix.yml")
+            conf.write_text(f"ux:\n  listen: {listen} 0600\n  hash: md5\n  distribution: ketama\n"
+                            "  servers:\n" + "".join(f"   - {s}\n" for s in servers))
+            argv = [*exe, "-c", str(conf), "-s", str(stats), "-a", "127.0.0.1", "-o",
+                    str(Path(workdir, f"{tag}-unix.log"))]
+            with running(argv, unix_path=listen):
+                if tag == "hoard":
+                    assert oct(os.stat(listen).st_mode & 0o777) == "0o600"
+                _write_via(listen, keys)
+            where = _holders(backends, keys)
+            assert all(len(slots) == 1 for slots in where.values()), "a key stored on no server or on two"
+            placements.append({k: slots[0] for k, slots in where.items()})
+            _flush_all(backends)
+        theirs, ours = placements
+        assert ours == theirs
+        assert set(ours.values()) == {0, 1, 2}
+
+
+def _flush_all(backends: list[int | str]) -> None:
+    for addr in backends:
+        with _connect(addr) as sock:
+            assert _exchange(sock, b"flush_all\r\n", b"\r\n", 1) == b"OK\r\n"

@@ -12,10 +12,11 @@ from typing import Any
 
 import pytest
 
+from scatterhoard.protocol.text import TextRequestParser
 from scatterhoard.proxy.backend import CONNECTED, BackendConnection, Context
 from scatterhoard.proxy.config import parse_config, parse_listen
 from scatterhoard.proxy.pool import Pool
-from scatterhoard.proxy.session import ClientSession, ProxyRequestParser, split_values
+from scatterhoard.proxy.session import ClientSession, split_values
 
 
 class FakeTransport:
@@ -268,7 +269,7 @@ def test_fast_path_pipelined_reads_are_the_parser_path() -> None:
 
 
 def test_parser_idle() -> None:
-    parser = ProxyRequestParser(1024)
+    parser = TextRequestParser(1024)
     assert parser.idle()
     parser.feed(b"set a 0 0 5\r\n")
     assert not parser.idle()

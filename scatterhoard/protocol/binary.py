@@ -77,12 +77,14 @@ __all__ = [
     "Buffer",
     "Packet",
     "TooLarge",
+    "check_request",
     "decode_request",
     "decode_too_large",
     "encode_error",
     "encode_packet",
     "encode_request",
     "encode_response",
+    "get_at",
     "pack_arith_extras",
     "pack_counter",
     "pack_flush_extras",
@@ -420,6 +422,7 @@ _DISPATCH: Final[dict[int, tuple[int, bool, int]]] = {
 }
 
 _PLAIN_RULES: Final = frozenset((_R_KEY, _R_EMPTY, _R_CONCAT, _R_SASL, _R_STAT))  # no extras
+_GETS: Final = frozenset((_c.OP_GET, _c.OP_GETK))
 _EINVAL_MSG: Final = _c.STATUS_MESSAGES[_c.STATUS_EINVAL]
 _UNKNOWN_MSG: Final = _c.STATUS_MESSAGES[_c.STATUS_UNKNOWN_COMMAND]
 
@@ -482,12 +485,10 @@ def decode_request(p: Packet, max_key: int = _c.MAX_KEY_LENGTH) -> BinRequest | 
     magic, opcode, key, extras, value, _, opaque, cas, _ = p
     if magic != _c.REQUEST_MAGIC:
         raise BinaryFramingError(f"bad request magic byte 0x{magic:02x}", opcode=opcode, opaque=opaque)
-    kl = len(key)
-    el = len(extras)
-    entry = _DISPATCH.get(opcode)
-    if entry is None or kl > max_key or not _lengths_ok(entry[2], kl, el, el + kl + len(value)):
-        return _reject(opcode, opaque, kl, max_key)
-    command, quiet, rule = entry
+    invalid = check_request(p, max_key)
+    if invalid is not None:
+        return invalid
+    command, quiet, rule = _DISPATCH[opcode]
     if rule in _PLAIN_RULES:
         return _tuple_new(BinRequest, (opcode, command, quiet, key, value, opaque, cas, 0, 0, 0, 0, 0))
     if rule == _R_STORE:
@@ -499,8 +500,31 @@ def decode_request(p: Packet, max_key: int = _c.MAX_KEY_LENGTH) -> BinRequest | 
     if rule == _R_VERBOSITY:
         return _tuple_new(BinRequest, (opcode, command, quiet, key, b"", opaque, cas, 0, 0, 0, 0,
                                        _U32.unpack(extras)[0]))
-    exptime = _U32.unpack(extras)[0] if el else 0  # TOUCH GAT GATK FLUSH (+Q)
+    exptime = _U32.unpack(extras)[0] if extras else 0  # TOUCH GAT GATK FLUSH (+Q)
     return _tuple_new(BinRequest, (opcode, command, quiet, key, b"", opaque, cas, 0, exptime, 0, 0, 0))
+
+
+def check_request(p: Packet, max_key: int = _c.MAX_KEY_LENGTH) -> BinInvalid | None:
+    """:func:`decode_request`'s checks alone, for a proxy: the refusal, or None (magic: the parser's)."""
+    _, opcode, key, extras, value, _, opaque, _, _ = p
+    kl = len(key)
+    el = len(extras)
+    entry = _DISPATCH.get(opcode)
+    if entry is None or kl > max_key or not _lengths_ok(entry[2], kl, el, el + kl + len(value)):
+        return _reject(opcode, opaque, kl, max_key)
+    return None
+
+
+def get_at(data: bytes, pos: int) -> tuple[int, int, int] | None:
+    """(end, opcode, opaque) of the GET or GETK request at ``data[pos:]`` if it is whole and valid
+    (a key of 1..250 bytes, nothing else): a proxy's shortcut past the parser, for the commonest request.
+    """
+    if len(data) - pos >= 24:
+        magic, opcode, kl, el, _, _, bl, opaque, _ = HEADER.unpack_from(data, pos)
+        end = pos + 24 + bl
+        if magic == 0x80 and opcode in _GETS and bl == kl and not el and 0 < kl <= 250 and end <= len(data):
+            return end, opcode, opaque
+    return None
 
 
 def decode_too_large(t: TooLarge, max_key: int = _c.MAX_KEY_LENGTH) -> BinInvalid:

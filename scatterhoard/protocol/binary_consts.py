@@ -2,7 +2,10 @@
 
 Re-exported by :mod:`scatterhoard.protocol.binary`; import them from there.
 Values follow memcached's ``protocol_binary.h``; the status texts are the
-exact strings memcached 1.6 puts in error replies (``write_bin_error``).
+exact strings memcached 1.6 puts in error replies (``write_bin_error``),
+except for the server-state statuses 0x83-0x86, which memcached itself never
+sends (a proxy does: ``hoard proxy`` answers EBUSY / ETMPFAIL for a server
+that timed out / failed): theirs are the names of the protocol's spec.
 """
 
 from __future__ import annotations
@@ -61,13 +64,17 @@ __all__ = [
     "STATUS_AUTH_ERROR",
     "STATUS_DELTA_BADVAL",
     "STATUS_E2BIG",
+    "STATUS_EBUSY",
+    "STATUS_EINTERNAL",
     "STATUS_EINVAL",
     "STATUS_ENOMEM",
+    "STATUS_ETMPFAIL",
     "STATUS_KEY_EEXISTS",
     "STATUS_KEY_ENOENT",
     "STATUS_MESSAGES",
     "STATUS_NAMES",
     "STATUS_NOT_STORED",
+    "STATUS_NOT_SUPPORTED",
     "STATUS_NO_ERROR",
     "STATUS_UNKNOWN_COMMAND",
     "VALUE_OPCODES",
@@ -170,13 +177,18 @@ STATUS_AUTH_ERROR: Final = 0x20
 STATUS_AUTH_CONTINUE: Final = 0x21
 STATUS_UNKNOWN_COMMAND: Final = 0x81
 STATUS_ENOMEM: Final = 0x82
+STATUS_NOT_SUPPORTED: Final = 0x83
+STATUS_EINTERNAL: Final = 0x84
+STATUS_EBUSY: Final = 0x85  # "Busy": hoard proxy's answer when a server did not answer in time
+STATUS_ETMPFAIL: Final = 0x86  # "Temporary failure": hoard proxy's when a server failed or none is live
 
 STATUS_NAMES: Final[dict[int, str]] = {
     STATUS_NO_ERROR: "NO_ERROR", STATUS_KEY_ENOENT: "KEY_ENOENT", STATUS_KEY_EEXISTS: "KEY_EEXISTS",
     STATUS_E2BIG: "E2BIG", STATUS_EINVAL: "EINVAL", STATUS_NOT_STORED: "NOT_STORED",
     STATUS_DELTA_BADVAL: "DELTA_BADVAL", STATUS_AUTH_ERROR: "AUTH_ERROR",
     STATUS_AUTH_CONTINUE: "AUTH_CONTINUE", STATUS_UNKNOWN_COMMAND: "UNKNOWN_COMMAND",
-    STATUS_ENOMEM: "ENOMEM",
+    STATUS_ENOMEM: "ENOMEM", STATUS_NOT_SUPPORTED: "NOT_SUPPORTED", STATUS_EINTERNAL: "EINTERNAL",
+    STATUS_EBUSY: "EBUSY", STATUS_ETMPFAIL: "ETMPFAIL",
 }
 
 #: The value of memcached's error replies, per status (exact bytes).
@@ -192,6 +204,10 @@ STATUS_MESSAGES: Final[dict[int, bytes]] = {
     STATUS_AUTH_CONTINUE: b"",
     STATUS_UNKNOWN_COMMAND: b"Unknown command",
     STATUS_ENOMEM: b"Out of memory",
+    STATUS_NOT_SUPPORTED: b"Not supported",
+    STATUS_EINTERNAL: b"Internal error",
+    STATUS_EBUSY: b"Busy",
+    STATUS_ETMPFAIL: b"Temporary failure",
 }
 
 

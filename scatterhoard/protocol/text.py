@@ -204,6 +204,10 @@ class TextRequestParser:
     def buffered(self) -> int:
         return len(self._buf)
 
+    def idle(self) -> bool:
+        """True between requests: nothing buffered, no data block awaited or being skipped."""
+        return not self._buf and self._pending is None and not self._swallow
+
     def feed(self, data: bytes) -> list[TextCommand]:
         """Consume ``data``; return every command completed by it, in order."""
         buf = self._buf

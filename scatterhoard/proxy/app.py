@@ -1,4 +1,7 @@
-"""``hoard proxy`` at run time: listeners, pools, the stats port, signals.
+"""``hoard proxy`` at run time: listeners, pools, the stats port, signals (SIGUSR1: :mod:`.reload`).
+
+Listeners are keyed by address and point at the pool their new clients join,
+so a reload can hand an address to another pool without closing its socket.
 
 Listening sockets (every pool's ``listen:`` and the stats port) are bound
 before the event loop starts -- before ``-d`` daemonizes, so a port in use is
@@ -19,12 +22,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import cast
 
-from ..errors import ConfigError, HoardError
+from ..errors import HoardError
 from ..service import Service, unlink_stale_socket
 from .backend import Context
+from .binary_session import FirstByte
 from .config import Listen, PoolConfig, ProxyConfig
 from .pool import Pool
-from .session import ClientSession
+from .redis_session import RedisSession
+from .session import ClientConnection
 from .stats import PoolSnapshot, render
 
 log = logging.getLogger("scatterhoard.proxy")
@@ -39,14 +44,17 @@ class ProxyOptions:
     stats_interval: int = 30_000  # ms
     mbuf_size: int = 16384
     source: str = field(default_factory=socket.gethostname)
+    # --workers: SO_REUSEPORT on every TCP listener; listeners inherited from the parent (by
+    # listen_key); whether unix listeners added by a reload are bound here; a hook run at
+    # every aggregation (a worker reports its counters to the parent)
+    reuseport: bool = False
+    inherited: dict[str, socket.socket] = field(default_factory=dict)
+    bind_new_unix: bool = True
+    on_aggregate: Callable[[Proxy], None] | None = None
 
 
 def check_supported(config: ProxyConfig) -> None:
-    """Refuse, at start, what this milestone does not serve yet."""
-    for pool in config.pools:
-        if pool.redis:
-            raise ConfigError(f"{config.path}:{pool.line}: pool '{pool.name}': redis pools are not "
-                              "supported yet (redis: true); only memcached pools can be served")
+    """Refuse, at start, what this version does not serve (nothing now: memcached and redis pools)."""
 
 
 def bind_listener(listen: Listen, backlog: int, reuseport: bool = False) -> socket.socket:
@@ -79,6 +87,11 @@ def bind_listener(listen: Listen, backlog: int, reuseport: bool = False) -> sock
     return sock
 
 
+def listen_key(listen: Listen) -> str:
+    """What identifies a listening address across reloads (the path, or host:port)."""
+    return listen.path if listen.is_unix else f"{listen.host}:{listen.port}"
+
+
 def _pool_sort_key(pool: PoolConfig) -> tuple[int, bytes]:
     raw = pool.name.encode()
     return (len(raw), raw)
@@ -87,16 +100,32 @@ def _pool_sort_key(pool: PoolConfig) -> tuple[int, bytes]:
 class StatsConnection(asyncio.Protocol):
     """A stats-port connection: one JSON document, then close."""
 
-    def __init__(self, proxy: Proxy) -> None:
-        self.proxy = proxy
+    def __init__(self, document: Callable[[], bytes]) -> None:
+        self.document = document
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         tr = cast(asyncio.WriteTransport, transport)
-        tr.write(self.proxy.stats_document())
+        tr.write(self.document())
         tr.close()
 
     def data_received(self, data: bytes) -> None:
         pass
+
+
+@dataclass(eq=False)
+class Listener:
+    """A pool's listening socket; ``pool`` is the pool its new clients join (reload may change it)."""
+
+    key: str
+    listen: Listen
+    sock: socket.socket
+    owned: bool = True  # bound here (not inherited from a --workers parent): unlink a unix path at exit
+    pool: Pool | None = None
+    server: asyncio.AbstractServer | None = None
+
+    def session(self) -> ClientConnection:
+        assert self.pool is not None
+        return RedisSession(self.pool) if self.pool.config.redis else FirstByte(self.pool)
 
 
 class Proxy(Service):
@@ -106,46 +135,62 @@ class Proxy(Service):
         check_supported(config)
         self.config = config
         self.options = options or ProxyOptions()
-        self.sockets: list[tuple[PoolConfig, socket.socket]] = []
+        self.listeners: dict[str, Listener] = {}
         self.stats_socket: socket.socket | None = None
         self.pools: list[Pool] = []
+        self.retired: list[Pool] = []  # pools replaced or removed by a reload, draining
         self.ctx: Context | None = None
         self.start_time = time.time()
-        self._servers: list[asyncio.AbstractServer] = []
+        self._stats_server: asyncio.AbstractServer | None = None
         self._snapshot: list[PoolSnapshot] = []
         self._aggregator: asyncio.TimerHandle | None = None
         self.signal_handlers: dict[int, Callable[[], None]] = {}
 
     # -- sockets ---------------------------------------------------------------------------------
+    def bind_pool(self, pool: PoolConfig) -> Listener:
+        """The listener for ``pool.listen``: inherited from a --workers parent, or bound now."""
+        opts = self.options
+        key = listen_key(pool.listen)
+        inherited = opts.inherited.get(key)
+        if inherited is not None:
+            return Listener(key, pool.listen, inherited, owned=False)
+        try:
+            sock = bind_listener(pool.listen, pool.backlog, pool.reuseport or opts.reuseport)
+        except OSError as exc:
+            raise HoardError(f"pool '{pool.name}': cannot listen on {pool.listen}: "
+                             f"{exc.strerror or exc}") from None
+        return Listener(key, pool.listen, sock)
+
     def bind(self) -> None:
         """Bind every listener and the stats port (call before daemonizing)."""
         try:
             for pool in self.config.pools:
-                try:
-                    sock = bind_listener(pool.listen, pool.backlog, pool.reuseport)
-                except OSError as exc:
-                    raise HoardError(f"pool '{pool.name}': cannot listen on {pool.listen}: "
-                                     f"{exc.strerror or exc}") from None
-                self.sockets.append((pool, sock))
+                self.listeners[listen_key(pool.listen)] = self.bind_pool(pool)
             opts = self.options
-            try:
-                self.stats_socket = bind_listener(
-                    Listen(f"{opts.stats_addr}:{opts.stats_port}", host=opts.stats_addr, port=opts.stats_port),
-                    512)
-            except (OSError, IndexError) as exc:
-                raise HoardError(f"cannot listen on stats address {opts.stats_addr}:{opts.stats_port}: "
-                                 f"{getattr(exc, 'strerror', None) or exc}") from None
+            if opts.stats_port:
+                try:
+                    self.stats_socket = bind_listener(
+                        Listen(f"{opts.stats_addr}:{opts.stats_port}", host=opts.stats_addr,
+                               port=opts.stats_port), 512)
+                except (OSError, IndexError) as exc:
+                    raise HoardError(f"cannot listen on stats address {opts.stats_addr}:{opts.stats_port}: "
+                                     f"{getattr(exc, 'strerror', None) or exc}") from None
         except BaseException:
             self.close_sockets()
             raise
 
+    def close_listener(self, listener: Listener) -> None:
+        if listener.server is not None:
+            listener.server.close()
+        listener.sock.close()
+        if listener.listen.is_unix and listener.owned:
+            with contextlib.suppress(OSError):
+                os.unlink(listener.listen.path)
+
     def close_sockets(self) -> None:
-        for pool, sock in self.sockets:
-            sock.close()
-            if pool.listen.is_unix:
-                with contextlib.suppress(OSError):
-                    os.unlink(pool.listen.path)
-        self.sockets = []
+        for listener in self.listeners.values():
+            self.close_listener(listener)
+        self.listeners = {}
         if self.stats_socket is not None:
             self.stats_socket.close()
             self.stats_socket = None
@@ -153,58 +198,80 @@ class Proxy(Service):
     # -- running ---------------------------------------------------------------------------------
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        if not self.sockets:
+        if not self.listeners:
             self.bind()
         self.start_time = time.time()
-        ctx = self.ctx = Context(loop, self.start_time)
-        for pool_config, sock in self.sockets:
-            pool = Pool(pool_config, ctx)
-            self.pools.append(pool)
-            factory = (lambda p: lambda: ClientSession(p))(pool)
-            if pool_config.listen.is_unix:
-                srv = await loop.create_unix_server(factory, sock=sock, backlog=pool_config.backlog)
+        self.ctx = Context(loop, self.start_time)
+        for pool_config in self.config.pools:
+            listener = self.listeners[listen_key(pool_config.listen)]
+            await self.serve_pool(Pool(pool_config, self.ctx), listener)
+        if self.stats_socket is not None:
+            self._stats_server = await loop.create_server(lambda: StatsConnection(self.stats_document),
+                                                          sock=self.stats_socket)
+        self._aggregate()
+        log.log(25, "hoard proxy serving %d pool(s): %s; stats on %s", len(self.pools),
+                ", ".join(f"{p.name}@{p.config.listen}" for p in self.pools),
+                f"{self.options.stats_addr}:{self.options.stats_port}" if self.stats_socket else "(none)")
+
+    async def serve_pool(self, pool: Pool, listener: Listener) -> None:
+        """Start accepting ``pool``'s clients on ``listener`` (already serving: just switch pools)."""
+        listener.pool = pool
+        self.pools.append(pool)
+        if listener.server is None:
+            loop = asyncio.get_running_loop()
+            backlog = pool.config.backlog
+            if listener.listen.is_unix:
+                listener.server = await loop.create_unix_server(listener.session, sock=listener.sock,
+                                                                backlog=backlog)
             else:
-                srv = await loop.create_server(factory, sock=sock, backlog=pool_config.backlog)
-            self._servers.append(srv)
+                listener.server = await loop.create_server(listener.session, sock=listener.sock, backlog=backlog)
+            ctx = pool.ctx
             ctx.total_connections += 1  # nutcracker counts its listening connections
             ctx.curr_connections += 1
-            if pool_config.preconnect:
-                pool.preconnect()
-        if self.stats_socket is not None:
-            self._servers.append(await loop.create_server(lambda: StatsConnection(self), sock=self.stats_socket))
-        self._aggregate()
-        log.log(25, "hoard proxy serving %d pool(s): %s; stats on %s:%d", len(self.pools),
-                ", ".join(f"{p.name}@{p.config.listen}" for p in self.pools), self.options.stats_addr,
-                self.options.stats_port)
+        if pool.config.preconnect:
+            pool.preconnect()
+
+    def reload(self) -> bool:
+        """SIGUSR1: re-read the configuration file and apply it (see :mod:`.reload`)."""
+        from .reload import reload_from_file
+
+        return reload_from_file(self)
 
     async def serve(self, ready: Callable[[], None] | None = None) -> None:
         """Start, run until :meth:`stop` (SIGTERM/SIGINT), then shut down."""
         await self.start()
-        await self.run_until_stopped(ready, {
-            signal.SIGUSR1: lambda: log.warning("SIGUSR1: configuration reload is not implemented yet"),
-            **self.signal_handlers,
-        })
+        await self.run_until_stopped(ready, {signal.SIGUSR1: self._reload, **self.signal_handlers})
+
+    def _reload(self) -> None:
+        self.reload()
 
     async def close(self) -> None:
         if self._aggregator is not None:
             self._aggregator.cancel()
-        for srv in self._servers:
+        servers = [lst.server for lst in self.listeners.values() if lst.server is not None]
+        if self._stats_server is not None:
+            servers.append(self._stats_server)
+        for srv in servers:
             srv.close()
-        for pool in self.pools:
+        for pool in self.pools + self.retired:
             pool.close()
-        for srv in self._servers:
+        for srv in servers:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(srv.wait_closed(), 1.0)
-        for pool_config, _sock in self.sockets:
-            if pool_config.listen.is_unix:
+        for listener in self.listeners.values():
+            if listener.listen.is_unix and listener.owned:
                 with contextlib.suppress(OSError):
-                    os.unlink(pool_config.listen.path)
+                    os.unlink(listener.listen.path)
         log.log(25, "hoard proxy stopped")
 
     # -- stats ------------------------------------------------------------------------------------
+    def snapshot(self) -> list[PoolSnapshot]:
+        return [p.snapshot() for p in sorted(self.pools, key=lambda p: _pool_sort_key(p.config))]
+
     def _aggregate(self) -> None:
-        pools = sorted(self.pools, key=lambda p: _pool_sort_key(p.config))
-        self._snapshot = [p.snapshot() for p in pools]
+        self._snapshot = self.snapshot()
+        if self.options.on_aggregate is not None:
+            self.options.on_aggregate(self)
         interval = self.options.stats_interval
         if interval > 0 and self.ctx is not None:
             self._aggregator = self.ctx.loop.call_later(interval / 1000, self._aggregate)
@@ -212,7 +279,7 @@ class Proxy(Service):
     def stats_document(self) -> bytes:
         """What the stats port sends: live header, pool and server metrics as of the last aggregation."""
         if self.options.stats_interval <= 0:
-            self._snapshot = [p.snapshot() for p in sorted(self.pools, key=lambda p: _pool_sort_key(p.config))]
+            self._snapshot = self.snapshot()
         ctx = self.ctx
         now = time.time()
         return render(self._snapshot, uptime=int(now - self.start_time), timestamp=int(now),

@@ -7,16 +7,23 @@ multi-key get, a health probe.  Writes are coalesced: a connection is written
 once per event-loop iteration, whatever number of clients added requests to it
 (:class:`Context` runs the flush after the I/O callbacks of the iteration).
 
-Replies are split without parsing more than needed: a line, or ``VALUE``
-blocks up to ``END`` (sizes from the ``VALUE`` lines), or a meta reply (a
-``VA`` carries a data block).  A meta request with the ``q`` flag is sent
-followed by ``mn``, so the backend's own quiet-mode rules decide whether it
-answers, and the ``MN`` tells the proxy which way it went.
+What is protocol specific is a :class:`Dialect` per pool: the
+:class:`ReplyFramer` that cuts a connection's byte stream into one reply per
+waiter, the requests sent first on every new connection (redis AUTH/SELECT)
+and the health probe.  Memcached text/meta is
+:class:`~scatterhoard.proxy.memcached_backend.MemcachedDialect`, RESP
+:class:`~scatterhoard.proxy.redis_backend.RedisDialect`; another one (binary
+memcached) is one more module with a subclass and a line in :func:`dialect_for`.
+
+A memcached meta request with the ``q`` flag is sent followed by ``mn``
+(:meth:`BackendConnection.send_quiet`), so the backend's own quiet-mode rules
+decide whether it answers, and the ``MN`` tells the proxy which way it went.
 
 Timeouts cost nothing per request: every write records (number of replies it
 completes, time), and one timer per connection checks the oldest unanswered
-write.  A connection that times out is reset and every request on it gets
-``SERVER_ERROR Connection timed out``, as in nutcracker.
+write.  A connection that times out is reset and every request on it fails
+with ETIMEDOUT (``SERVER_ERROR Connection timed out`` / ``-ERR Connection
+timed out``: the waiter words the error for its client), as in nutcracker.
 """
 
 from __future__ import annotations
@@ -27,13 +34,15 @@ import logging
 import os
 import socket
 from collections import deque
-from typing import TYPE_CHECKING, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from ..errors import ProtocolError
 from ..routing import ServerSpec
+from . import flow
 from .stats import ServerCounters
 
 if TYPE_CHECKING:
+    from .config import PoolConfig
     from .pool import Pool
 
 log = logging.getLogger("scatterhoard.proxy")
@@ -56,10 +65,6 @@ def error_line(err: int | None) -> bytes:
     return b"SERVER_ERROR %s\r\n" % os.strerror(err or errno.ECONNRESET).encode()
 
 
-ERR_TIMEDOUT = error_line(errno.ETIMEDOUT)
-ERR_REFUSED = error_line(errno.ECONNREFUSED)
-ERR_RESET = error_line(errno.ECONNRESET)
-
 
 class Waiter:
     """Something waiting for one reply from a backend."""
@@ -70,10 +75,11 @@ class Waiter:
         self.kind = kind
 
     def complete(self, raw: bytes) -> None:
-        """The reply's bytes (an error line ``SERVER_ERROR ...`` when the request failed)."""
+        """The reply's bytes."""
 
-    def fail(self, msg: bytes) -> None:
-        self.complete(msg)
+    def fail(self, err: int) -> None:
+        """The request failed (``err``: an errno); memcached wording by default."""
+        self.complete(error_line(err))
 
 
 class _Discard(Waiter):
@@ -81,6 +87,62 @@ class _Discard(Waiter):
 
 
 DISCARD_MN = _Discard(MN_TAIL)
+
+
+class ReplyFramer:
+    """Cuts one backend connection's byte stream into replies, one per waiter, in order.
+
+    One framer per connection; it may keep state between calls (how far an
+    incomplete reply was already walked).  The connection buffers the bytes
+    of an incomplete reply and calls again once at least ``need`` of them are
+    there.
+    """
+
+    __slots__ = ()
+
+    def split(self, data: bytes, expect: deque[Waiter]) -> tuple[int, int, int]:
+        """Complete (and pop) the waiters at the head of ``expect`` whose replies are whole in ``data``.
+
+        Returns (waiters popped, bytes used, ``need``: how many bytes the
+        incomplete reply at the used mark needs at least, counted from there).
+        Raises :class:`ProtocolError` on bytes that are no reply.
+        """
+        raise NotImplementedError
+
+
+class Dialect:
+    """A backend protocol, as the engine sees it (one instance per pool)."""
+
+    __slots__ = ()
+
+    #: The health probe sent to an ejected server on a fresh connection.
+    probe_request: bytes = b""
+
+    def framer(self) -> ReplyFramer:
+        raise NotImplementedError
+
+    def handshake(self, conn: BackendConnection) -> list[tuple[bytes, Waiter]]:
+        """Requests every new connection sends before any other (with their waiters)."""
+        return []
+
+    def variant(self, name: str) -> Dialect:
+        """Another flavour of this protocol, for :meth:`BackendServer.variant`."""
+        raise ValueError(f"{type(self).__name__} has no variant {name!r}")
+
+    def probe_ok(self, raw: bytes) -> bool:
+        raise NotImplementedError
+
+
+def dialect_for(config: PoolConfig) -> Dialect:
+    """The backend protocol of a pool."""
+    # (imported here: both modules build on this one)
+    if config.redis:
+        from .redis_backend import RedisDialect
+
+        return RedisDialect(config)
+    from .memcached_backend import MemcachedDialect
+
+    return MemcachedDialect()
 
 
 class Flushable(Protocol):
@@ -95,7 +157,7 @@ class Context:
     """Process-wide state: the loop, write coalescing, connection counts."""
 
     __slots__ = ("loop", "conns", "sessions", "scheduled", "total_connections", "curr_connections",
-                 "start_time", "probe_timeout")
+                 "start_time", "probe_timeout", "current")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, start_time: float) -> None:
         self.loop = loop
@@ -106,6 +168,7 @@ class Context:
         self.curr_connections = 0
         self.start_time = start_time
         self.probe_timeout = 1.0  # seconds, for pools without a timeout
+        self.current: Any = None  # the client session being read (flow: who feeds a full connection)
 
     def conn_dirty(self, conn: BackendConnection) -> None:
         self.conns.append(conn)
@@ -137,12 +200,17 @@ class Context:
 class BackendServer:
     """One server of a pool: its connections, failure count and ejection state."""
 
-    def __init__(self, pool: Pool, index: int, spec: ServerSpec) -> None:
+    def __init__(self, pool: Pool, index: int, spec: ServerSpec, dialect: Dialect | None = None,
+                 primary: BackendServer | None = None) -> None:
         self.pool = pool
         self.index = index
         self.spec = spec
         self.name = spec.ident
-        self.stats = ServerCounters()
+        self.dialect = dialect or dialect_for(pool.config)
+        # A variant (see :meth:`variant`) shares its primary's counters, failures and ejection.
+        self.primary: BackendServer = primary or self
+        self.variants: dict[str, BackendServer] = {}
+        self.stats: ServerCounters = primary.stats if primary is not None else ServerCounters()
         self.conns: list[BackendConnection] = []
         self.active: BackendConnection | None = None  # the connection this iteration's requests go to
         self.max_conns = pool.config.server_connections
@@ -165,8 +233,23 @@ class BackendServer:
         self.active = conn
         return conn
 
+    def variant(self, name: str) -> BackendServer:
+        """This server through connections of another flavour of its dialect (``"resp3"``).
+
+        Its own connections (at most ``server_connections`` more), the same
+        counters, failure count, ejection and probe as the primary.
+        """
+        server = self.variants.get(name)
+        if server is None:
+            server = self.variants[name] = BackendServer(self.pool, self.index, self.spec,
+                                                         self.dialect.variant(name), self)
+        return server
+
     def failed(self) -> None:
         """A connection failed (refused, reset, timed out); maybe eject the server."""
+        if self.primary is not self:
+            self.primary.failed()
+            return
         pool = self.pool
         if not pool.config.auto_eject_hosts or self.ejected:
             return
@@ -182,9 +265,9 @@ class BackendServer:
         the writes that are not fully answered).
         """
         iq = iqb = oq = oqb = 0
-        for conn in self.conns:
+        for conn in [*self.conns, *(c for v in self.variants.values() for c in v.conns)]:
             pending = conn.pending
-            iq += len(pending)
+            iq += len(pending) + conn.grouped
             iqb += sum(map(len, pending))
             done = conn.done
             unanswered = [b for b in conn.batches if b[0] > done]
@@ -194,13 +277,15 @@ class BackendServer:
         return iq, iqb, oq, oqb
 
     def close(self) -> None:
+        for variant in self.variants.values():
+            variant.close()
         if self.probe_handle is not None:
             self.probe_handle.cancel()
             self.probe_handle = None
         for conn in list(self.conns):
-            conn.shutdown(ERR_RESET, None)
+            conn.shutdown(errno.ECONNRESET, None)
         if self.probe_conn is not None:
-            self.probe_conn.shutdown(ERR_RESET, None)
+            self.probe_conn.shutdown(errno.ECONNRESET, None)
 
     def __repr__(self) -> str:
         return f"<BackendServer {self.name} of pool {self.pool.name}>"
@@ -217,15 +302,21 @@ class BackendConnection(asyncio.Protocol):
         self.state = CONNECTING
         self.transport: asyncio.Transport | None = None
         self.pending: list[bytes] = []  # requests not written yet
+        self.grouped = 0  # requests in pending beyond one per entry (send_many)
         self.expect: deque[Waiter] = deque()  # waiters, in request order (written or not)
         self.dirty = False
         self.buf = bytearray()  # the start of a reply not complete yet
         self.need = 0  # how long buf must be before the reply can be complete
-        self.scan = 0  # how far into buf the VALUE blocks were already walked
+        self.framer = server.dialect.framer()
         self.done = 0  # replies completed so far (sequence number)
         self.batches: deque[tuple[int, float, int]] = deque()  # (done after it, written at, bytes)
         self.timer: asyncio.TimerHandle | None = None
         self._connector: asyncio.Task[None] | None = None
+        self.paused = False  # write buffer over the high-water mark (flow)
+        self.feeders: set[Any] = set()  # client sessions blocked until it drains (flow)
+        for data, waiter in server.dialect.handshake(self):
+            self.pending.append(data)
+            self.expect.append(waiter)
 
     # -- requests -------------------------------------------------------------------------
     def send(self, data: bytes, waiter: Waiter | None) -> None:
@@ -233,6 +324,19 @@ class BackendConnection(asyncio.Protocol):
         self.pending.append(data)
         if waiter is not None:
             self.expect.append(waiter)
+        if self.paused:
+            flow.feeding_paused(self)
+        if not self.dirty and self.state == CONNECTED:
+            self.dirty = True
+            self.ctx.conn_dirty(self)
+
+    def send_many(self, data: bytes, waiters: list[Waiter]) -> None:
+        """Queue consecutive requests given as one run of bytes, one waiter (one reply) each."""
+        self.pending.append(data)
+        self.expect.extend(waiters)
+        self.grouped += len(waiters) - 1
+        if self.paused:
+            flow.feeding_paused(self)
         if not self.dirty and self.state == CONNECTED:
             self.dirty = True
             self.ctx.conn_dirty(self)
@@ -242,6 +346,8 @@ class BackendConnection(asyncio.Protocol):
         self.pending.append(data + b"mn\r\n")
         self.expect.append(waiter)
         self.expect.append(DISCARD_MN)
+        if self.paused:
+            flow.feeding_paused(self)
         if not self.dirty and self.state == CONNECTED:
             self.dirty = True
             self.ctx.conn_dirty(self)
@@ -260,7 +366,8 @@ class BackendConnection(asyncio.Protocol):
         assert transport is not None
         transport.write(data)
         st = server.stats
-        st.requests += len(pending)
+        st.requests += len(pending) + self.grouped
+        self.grouped = 0
         st.request_bytes += len(data)
         end = self.done + len(self.expect)
         if end > self.done:
@@ -290,9 +397,9 @@ class BackendConnection(asyncio.Protocol):
             else:
                 await coro
         except TimeoutError:
-            self.shutdown(ERR_TIMEDOUT, "server_timedout")
+            self.shutdown(errno.ETIMEDOUT, "server_timedout")
         except OSError as exc:
-            self.shutdown(error_line(exc.errno or errno.ECONNREFUSED), "server_err")
+            self.shutdown(exc.errno or errno.ECONNREFUSED, "server_err")
         except asyncio.CancelledError:
             pass
         finally:
@@ -328,100 +435,26 @@ class BackendConnection(asyncio.Protocol):
                 return
             data = bytes(buf)
             buf.clear()
-        n = len(data)
         expect = self.expect
-        pos = 0
-        count = 0
-        need = 0  # bytes the incomplete reply at pos needs at least, counted from pos
-        scan = self.scan  # how far the first reply's VALUE blocks were already walked
         try:
-            while expect:
-                waiter = expect[0]
-                kind = waiter.kind
-                if kind >= VALUES:
-                    p = pos + scan
-                    while True:
-                        if data.startswith(b"VALUE ", p):
-                            eol = data.find(b"\r\n", p)
-                            if eol < 0:
-                                need = n - pos + 1
-                                break
-                            sp = data.rfind(b" ", p, eol)
-                            try:
-                                if kind == VALUES:
-                                    size = int(data[sp + 1:eol])
-                                else:
-                                    size = int(data[data.rfind(b" ", p, sp) + 1:sp])
-                            except ValueError:
-                                raise ProtocolError(f"bad VALUE line {data[p:eol][:80]!r}") from None
-                            p = eol + size + 4
-                            if p > n:
-                                need = p - pos
-                                break
-                            if data.startswith(b"END\r\n", p):  # the usual last (or only) value
-                                end = p + 5
-                                break
-                            continue
-                        if data.startswith(b"END\r\n", p):
-                            end = p + 5
-                            break
-                        eol = data.find(b"\r\n", p)
-                        if eol < 0:
-                            need = n - pos + 1
-                        elif p != pos:
-                            raise ProtocolError(f"unexpected line after VALUE blocks: {data[p:eol][:80]!r}")
-                        else:
-                            end = eol + 2
-                        break
-                    if need:
-                        scan = p - pos
-                        break
-                    scan = 0
-                else:
-                    eol = data.find(b"\r\n", pos)
-                    if eol < 0:
-                        need = n - pos + 1
-                        break
-                    end = eol + 2
-                    if kind != LINE:
-                        if data.startswith(b"VA ", pos):
-                            try:
-                                size = int(data[pos + 3:eol].split(b" ", 1)[0])
-                            except ValueError:
-                                raise ProtocolError(f"bad meta VA line {data[pos:eol][:80]!r}") from None
-                            end = eol + size + 4
-                            if end > n:
-                                need = end - pos
-                                break
-                        elif kind == QUIET and eol == pos + 2 and data.startswith(b"MN", pos):
-                            expect.popleft()  # no reply: the MN answers the mn after it
-                            expect.popleft()
-                            count += 2
-                            pos = end
-                            waiter.complete(b"")
-                            continue
-                expect.popleft()
-                count += 1
-                waiter.complete(data[pos:end])
-                pos = end
+            count, pos, need = self.framer.split(data, expect)
         except ProtocolError as exc:
             log.warning("server %s of pool %s: %s; closing the connection", self.server.name,
                         self.server.pool.name, exc)
-            self.shutdown(ERR_RESET, "server_err")
+            self.shutdown(errno.ECONNRESET, "server_err")
             return
-        self.scan = scan
         if count:
             self.done += count
             server = self.server
-            server.failures = 0
+            server.primary.failures = 0
             st = server.stats
             st.responses += count
             st.response_bytes += pos
-        if pos < n:
+        if pos < len(data):
             if not expect and self.state == CONNECTED:
                 log.warning("server %s of pool %s sent unsolicited data %r; closing the connection",
                             self.server.name, self.server.pool.name, data[pos:pos + 80])
-                self.shutdown(ERR_RESET, "server_err")
+                self.shutdown(errno.ECONNRESET, "server_err")
                 return
             self.buf += data[pos:] if pos else data
             self.need = need
@@ -442,7 +475,7 @@ class BackendConnection(asyncio.Protocol):
         if loop.time() >= deadline:
             log.info("server %s of pool %s timed out; resetting the connection", self.server.name,
                      self.server.pool.name)
-            self.shutdown(ERR_TIMEDOUT, "server_timedout")
+            self.shutdown(errno.ETIMEDOUT, "server_timedout")
         else:
             self.timer = loop.call_at(deadline, self._check_timeout)
 
@@ -450,15 +483,22 @@ class BackendConnection(asyncio.Protocol):
         if self.state == CLOSED:
             return
         if exc is None:
-            self.shutdown(ERR_RESET, "server_eof")
+            self.shutdown(errno.ECONNRESET, "server_eof")
         else:
-            self.shutdown(error_line(getattr(exc, "errno", None)), "server_err")
+            self.shutdown(getattr(exc, "errno", None) or errno.ECONNRESET, "server_err")
 
     def eof_received(self) -> bool | None:
         return None  # close; connection_lost reports it
 
-    def shutdown(self, msg: bytes, counter: str | None) -> None:
-        """Close the connection; every request still on it gets ``msg``; count a failure."""
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        flow.release_feeders(self)
+
+    def shutdown(self, err: int, counter: str | None) -> None:
+        """Close the connection; every request still on it fails with errno ``err``; count a failure."""
         if self.state == CLOSED:
             return
         was_connected = self.state == CONNECTED
@@ -483,16 +523,19 @@ class BackendConnection(asyncio.Protocol):
             self.ctx.curr_connections -= 1
         if counter is not None:
             setattr(st, counter, getattr(st, counter) + 1)
+        self.paused = False
+        flow.release_feeders(self)
         waiters = self.expect
         self.expect = deque()
         self.pending = []
+        self.grouped = 0
         self.batches.clear()
         self.buf = bytearray()
         if not was_connected and counter is not None and not self.probe:
             server.pool.stats.forward_error += sum(1 for w in waiters if w is not DISCARD_MN)
         for waiter in waiters:
             if waiter is not DISCARD_MN:
-                waiter.fail(msg)
+                waiter.fail(err)
         if counter is not None and not self.probe:
             server.failed()
 
@@ -501,7 +544,7 @@ class BackendConnection(asyncio.Protocol):
 
 
 class Probe(Waiter):
-    """The ``version`` health check that brings an ejected server back."""
+    """The health check (memcached ``version``, redis ``PING``) that brings an ejected server back."""
 
     __slots__ = ("server",)
 
@@ -514,16 +557,16 @@ class Probe(Waiter):
         conn = server.probe_conn
         server.probe_conn = None
         if conn is not None:
-            server.pool.ctx.loop.call_soon(conn.shutdown, ERR_RESET, None)
-        server.pool.probe_done(server, raw.startswith(b"VERSION "))
+            server.pool.ctx.loop.call_soon(conn.shutdown, errno.ECONNRESET, None)
+        server.pool.probe_done(server, server.dialect.probe_ok(raw))
 
 
 def start_probe(server: BackendServer) -> None:
-    """Open a fresh connection to an ejected server and send it ``version``."""
+    """Open a fresh connection to an ejected server and send it the dialect's probe."""
     server.probe_handle = None
     pool = server.pool
     timeout = pool.timeout if pool.timeout is not None else pool.ctx.probe_timeout
     conn = BackendConnection(server, timeout, probe=True)
     server.probe_conn = conn
-    conn.send(b"version\r\n", Probe(server))
+    conn.send(server.dialect.probe_request, Probe(server))
     conn.connect()

@@ -15,6 +15,10 @@ soon as ``hoard proxy -d`` returns.  ``-p`` writes the pid file (removed at
 exit); ``-o`` logs to a file that SIGHUP reopens (for logrotate); SIGTTIN and
 SIGTTOU raise and lower the verbosity.  ``-m`` is validated like nutcracker's
 mbuf size (512 bytes to 16 MB) but reads are not chunked by it.
+
+Beyond nutcracker: SIGUSR1 reloads the configuration (:mod:`.reload`);
+``hoard proxy reload -p PIDFILE [-c CONF]`` validates CONF and sends it;
+``--workers N`` serves from N supervised processes (:mod:`.workers`).
 """
 
 from __future__ import annotations
@@ -31,8 +35,10 @@ from typing import TextIO
 from .. import __version__
 from ..errors import ConfigError, HoardError
 from .app import Proxy, ProxyOptions
-from .config import check_resolvable, load_config
+from .config import check_resolvable, load_config, load_config_text
+from .reload import validate
 from .stats import describe
+from .workers import Supervisor
 
 DEFAULT_CONF = "conf/nutcracker.yml"
 LOG_DEFAULT, LOG_MIN, LOG_MAX = 5, 0, 11
@@ -45,6 +51,8 @@ USAGE = f"""\
 Usage: {PROG} [-?hVdDt] [-v verbosity level] [-o output file]
                    [-c conf file] [-s stats port] [-a stats addr]
                    [-i stats interval] [-p pid file] [-m mbuf size]
+                   [--workers N]
+       {PROG} reload -p pid file [-c conf file]
 
 Options:
   -h, --help             : this help
@@ -60,10 +68,21 @@ Options:
   -i, --stats-interval=N : set stats aggregation interval in msec (default: 30000 msec)
   -p, --pid-file=S       : set pid file (default: off)
   -m, --mbuf-size=N      : set size of mbuf chunk in bytes (default: 16384 bytes)
+      --workers=N        : serve from N processes sharing the listeners (SO_REUSEPORT), supervised
+                           by this one: a dead worker is restarted, signals are forwarded, the stats
+                           port sums every worker's counters (default: 1, no worker processes)
+
+Reload: SIGUSR1 makes the proxy re-read its conf file: new, changed and removed pools
+and servers take effect, clients stay connected, requests in flight finish; a file
+that is invalid (or a listen address that cannot be bound) is rejected with one
+logged line and the running configuration keeps serving.  `{PROG} reload -p FILE`
+sends that signal to the proxy whose pid is in FILE (the proxy's own -p); with -c it
+first validates that file and does not signal if it is invalid.
 """
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("command", nargs="?", default=None)
     p.add_argument("-h", "-?", "--help", action="store_true", dest="show_help")
     p.add_argument("-V", "--version", action="store_true", dest="show_version")
     p.add_argument("-t", "--test-conf", action="store_true", dest="test_conf")
@@ -71,12 +90,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-D", "--describe-stats", action="store_true", dest="describe_stats")
     p.add_argument("-v", "--verbose", "--verbosity", dest="verbosity", default=str(LOG_DEFAULT))
     p.add_argument("-o", "--output", default=None)
-    p.add_argument("-c", "--conf-file", dest="conf_file", default=DEFAULT_CONF)
+    p.add_argument("-c", "--conf-file", dest="conf_file", default=None)
     p.add_argument("-s", "--stats-port", dest="stats_port", default="22222")
     p.add_argument("-a", "--stats-addr", dest="stats_addr", default="0.0.0.0")
     p.add_argument("-i", "--stats-interval", dest="stats_interval", default="30000")
     p.add_argument("-p", "--pid-file", dest="pid_file", default=None)
     p.add_argument("-m", "--mbuf-size", dest="mbuf_size", default="16384")
+    p.add_argument("--workers", dest="workers", default="1")
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -159,12 +179,13 @@ class ReopenableFileHandler(logging.StreamHandler[TextIO]):
 class LogControl:
     """The proxy's logging: level from -v, destination from -o, signals to change both."""
 
-    def __init__(self, verbosity: int, output: str | None) -> None:
+    def __init__(self, verbosity: int, output: str | None, tag: str = "") -> None:
         logging.addLevelName(NOTICE, "NOTICE")
         self.verbosity = verbosity
         self.handler: logging.Handler = ReopenableFileHandler(output) if output else logging.StreamHandler()
-        self.handler.setFormatter(logging.Formatter("[%(asctime)s.%(msecs)03d] %(levelname)s %(message)s",
-                                                    "%Y-%m-%d %H:%M:%S"))
+        self.handler.setFormatter(logging.Formatter(
+            "[%(asctime)s.%(msecs)03d] %(levelname)s " + tag.replace("%", "%%") + "%(message)s",
+            "%Y-%m-%d %H:%M:%S"))
         root = logging.getLogger()
         for h in list(root.handlers):
             root.removeHandler(h)
@@ -237,7 +258,18 @@ def run(args: argparse.Namespace) -> int:
         if args.describe_stats:
             sys.stderr.write(describe())
         return 0
-    path = args.conf_file
+    if args.command is not None:
+        if args.command == "reload":
+            return reload_command(args)
+        _say(f"{PROG}: unknown command '{args.command}' (the only one is 'reload')")
+        _say(USAGE)
+        return 1
+    workers = _atoi(args.workers)
+    if workers < 1:
+        _say(f"{PROG}: option --workers requires a number of at least 1")
+        _say(USAGE)
+        return 1
+    path = args.conf_file or DEFAULT_CONF
     if args.test_conf:
         try:
             check_resolvable(load_config(path))
@@ -247,7 +279,9 @@ def run(args: argparse.Namespace) -> int:
         _say(f"{PROG}: configuration file '{path}' syntax is ok")
         return 0
     try:
-        proxy = Proxy(load_config(path), options)
+        config, text = load_config_text(path)
+        proxy: Proxy | Supervisor = (Proxy(config, options) if workers == 1
+                                     else Supervisor(config, options, workers, verbosity, args.output, text))
     except ConfigError as exc:
         _say(f"{PROG}: {exc}")
         return 1
@@ -279,9 +313,10 @@ def run(args: argparse.Namespace) -> int:
         signal.SIGTTIN: lambda: logs.change(+1),
         signal.SIGTTOU: lambda: logs.change(-1),
     }
-    from ..server.app import install_event_loop_policy
+    if workers == 1:  # a --workers parent only supervises: the default loop is enough
+        from ..server.app import install_event_loop_policy
 
-    install_event_loop_policy()
+        install_event_loop_policy()
     try:
         asyncio.run(proxy.serve())
     except KeyboardInterrupt:
@@ -290,6 +325,39 @@ def run(args: argparse.Namespace) -> int:
         if args.pid_file:
             remove_pid_file(args.pid_file)
         log.log(NOTICE, "done, hoard proxy done")
+    return 0
+
+
+def reload_command(args: argparse.Namespace) -> int:
+    """``hoard proxy reload -p PIDFILE [-c CONF]``: validate CONF (if given), then SIGUSR1 the proxy."""
+    if not args.pid_file:
+        _say(f"{PROG} reload: needs -p PIDFILE, the pid file the running proxy was started with (-p)")
+        return 1
+    try:
+        with open(args.pid_file) as f:
+            text = f.read().strip()
+    except OSError as exc:
+        _say(f"{PROG} reload: cannot read pid file '{args.pid_file}': {exc.strerror or exc}")
+        return 1
+    pid = _atoi(text)
+    if pid <= 0:
+        _say(f"{PROG} reload: pid file '{args.pid_file}' does not hold a pid ({text[:40]!r})")
+        return 1
+    if args.conf_file:
+        try:
+            validate(args.conf_file)
+        except ConfigError as exc:
+            _say(f"{PROG} reload: not reloading, configuration is invalid: {' '.join(str(exc).split())}")
+            return 1
+    try:
+        os.kill(pid, signal.SIGUSR1)
+    except ProcessLookupError:
+        _say(f"{PROG} reload: no process {pid} (from '{args.pid_file}'): is the proxy running?")
+        return 1
+    except PermissionError:
+        _say(f"{PROG} reload: not allowed to signal process {pid} (from '{args.pid_file}')")
+        return 1
+    _say(f"{PROG} reload: asked process {pid} to reload its configuration; the outcome is in its log")
     return 0
 
 

@@ -378,6 +378,11 @@ def _parse_servers(pool: str, node: yaml.Node, where: _Where) -> tuple[list[Serv
 
 def load_config(path: str) -> ProxyConfig:
     """Read and validate a configuration file."""
+    return load_config_text(path)[0]
+
+
+def load_config_text(path: str) -> tuple[ProxyConfig, str]:
+    """:func:`load_config`, and the text it was parsed from."""
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read()
@@ -385,7 +390,7 @@ def load_config(path: str) -> ProxyConfig:
         raise ConfigError(f"cannot open configuration '{path}': {exc.strerror or exc}") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not valid UTF-8 ({exc.reason})") from None
-    return parse_config(text, path)
+    return parse_config(text, path), text
 
 
 def check_resolvable(config: ProxyConfig) -> None:

@@ -18,14 +18,15 @@ writes the completed head of its queue, once per event-loop iteration.
 * ``version``, ``verbosity``, ``stats`` and ``quit`` are answered by the
   proxy, ``flush_all`` is sent to every live server of the pool (``OK`` when
   all say ``OK``).
+
+A client whose first byte is 0x80 speaks binary: :mod:`.binary_session`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
-import os
-import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any, cast
@@ -48,27 +49,18 @@ from ..protocol.text import (
     Version,
 )
 from ..routing import NoLiveServersError
-from .backend import ERR_REFUSED, LINE, META, QUIET, VALUES, VALUES_CAS, Waiter
+from . import flow
+from .backend import LINE, META, QUIET, VALUES, VALUES_CAS, Waiter, error_line
 from .pool import Pool
-from .stats import POOL_METRICS, SERVER_METRICS, VERSION
+from .stats import VERSION, stats_text
 
 log = logging.getLogger("scatterhoard.proxy")
 
 #: Largest data block accepted from a client (nutcracker has no limit; the backend applies its own).
 MAX_ITEM_SIZE = 64 * 1024 * 1024
-ERR_NO_LIVE = ERR_REFUSED  # every server ejected: nutcracker answers ECONNREFUSED too
+ERR_NO_LIVE = error_line(errno.ECONNREFUSED)  # every server ejected: nutcracker answers ECONNREFUSED too
 TOO_LARGE = b"SERVER_ERROR object too large for cache\r\n"
 NOREPLY = b" noreply"
-
-
-class ProxyRequestParser(TextRequestParser):
-    """The core parser, plus :meth:`idle` for the proxy's single-get fast path."""
-
-    __slots__ = ()
-
-    def idle(self) -> bool:
-        """True between requests: nothing buffered, no data block awaited or being skipped."""
-        return not self._buf and self._pending is None and not self._swallow
 
 
 class Slot(Waiter):
@@ -76,7 +68,7 @@ class Slot(Waiter):
 
     __slots__ = ("session", "reply")
 
-    def __init__(self, session: ClientSession, kind: int) -> None:
+    def __init__(self, session: ClientConnection, kind: int) -> None:
         self.kind = kind
         self.session = session
         self.reply: bytes | None = None
@@ -112,10 +104,6 @@ def split_values(raw: bytes) -> list[tuple[bytes, bytes]]:
     return blocks
 
 
-def is_values(raw: bytes) -> bool:
-    return raw.startswith(b"VALUE ") or raw == b"END\r\n"
-
-
 class MultiGet(Slot):
     """A retrieval whose keys live on several servers: one fragment per server, merged in key order."""
 
@@ -137,7 +125,7 @@ class MultiGet(Slot):
     def merge(self) -> bytes:
         blocks: dict[int, list[tuple[bytes, bytes]]] = {}
         for index, raw in self.parts.items():
-            if not is_values(raw):
+            if not (raw.startswith(b"VALUE ") or raw == b"END\r\n"):
                 return raw  # a failed fragment fails the request
             blocks[index] = split_values(raw)
         taken = dict.fromkeys(blocks, 0)
@@ -201,27 +189,34 @@ def _retrieval_prefix(cmd: Get) -> bytes:
     return (b"gats %d " if cmd.with_cas else b"gat %d ") % cmd.exptime
 
 
-class ClientSession(asyncio.Protocol):
-    """One client connection to a pool's listener."""
+class ClientConnection(asyncio.Protocol):
+    """What every client connection of a pool shares, whatever its protocol.
+
+    Requests that expect a reply take a :class:`Slot` at the end of
+    ``queue``; the answered head of the queue goes to ``out``, written once
+    per event-loop iteration (:meth:`flush`).  Subclasses parse and route.
+    """
+
+    #: What a request gets when every server of the pool is ejected.
+    no_live_reply = ERR_NO_LIVE
+    # Backpressure (:mod:`.flow`): why reading is paused (bits), requests accepted in flight
+    # (0 while paused), requests parsed but held back, server connections it waits for.
+    blocked = 0
+    limit = flow.MAX_INFLIGHT
+    held: list[Any] | None = None
+    waits = 0
 
     def __init__(self, pool: Pool) -> None:
         self.pool = pool
         self.ctx = pool.ctx
         self.servers = pool.servers
         self.index_for = pool.router.index_for
-        self.parser = ProxyRequestParser(MAX_ITEM_SIZE)
-        self.idle = True  # the parser is between requests (the fast path may be taken)
         self.queue: deque[Slot] = deque()
         self.out: list[bytes] = []
         self.dirty = False
         self.closing = False  # no more requests; close once every reply is written
         self.closed = False
         self.transport: asyncio.Transport | None = None
-        self._handlers: dict[type, Callable[[Any], None]] = {
-            Delete: self._delete, Arith: self._arith, Touch: self._touch, Meta: self._meta,
-            FlushAll: self._flush_all, Version: self._version, Verbosity: self._verbosity,
-            Quit: self._quit, Stats: self._stats, ErrorReply: self._error, TooLarge: self._too_large,
-        }
 
     # -- connection events -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -259,6 +254,13 @@ class ClientSession(asyncio.Protocol):
             self.flush()
             self.transport.close()
 
+    def rebind(self, pool: Pool) -> None:
+        """Route the next requests with ``pool`` (a reload replaced this connection's pool)."""
+        self.pool = pool
+        self.ctx = pool.ctx
+        self.servers = pool.servers
+        self.index_for = pool.router.index_for
+
     def eof_received(self) -> bool:
         """The client will send no more: answer what it asked, then close."""
         self.closing = True
@@ -266,17 +268,87 @@ class ClientSession(asyncio.Protocol):
         return True
 
     def pause_writing(self) -> None:
-        if self.transport is not None:
-            self.transport.pause_reading()
+        flow.block(self, flow.WRITE)
 
     def resume_writing(self) -> None:
-        if self.transport is not None and not self.closing:
-            self.transport.resume_reading()
+        flow.unblock(self, flow.WRITE)
+
+    def _internal_error(self) -> None:
+        """Never let one client take the proxy down: log, count, drop that connection."""
+        log.exception("pool %s: internal error on a client connection; closing it", self.pool.name)
+        self.pool.stats.client_err += 1
+        if self.transport is not None:
+            self.transport.abort()
+
+    # -- answers -------------------------------------------------------------------------
+    def _answer(self, data: bytes) -> None:
+        """A reply the proxy gives itself, at its place in the order."""
+        if self.queue:
+            slot = Slot(self, LINE)
+            slot.reply = data
+            self.queue.append(slot)
+        else:
+            self.out.append(data)
+            self._mark()
+
+    def _no_live(self, noreply: bool) -> None:
+        self.pool.stats.forward_error += 1
+        if not noreply:
+            self._answer(self.no_live_reply)
+
+    def drain(self) -> None:
+        """Move the answered head of the queue to the output (written at the end of the iteration)."""
+        queue = self.queue
+        out = self.out
+        while queue:
+            reply = queue[0].reply
+            if reply is None:
+                break
+            queue.popleft()
+            out.append(reply)
+        if not self.dirty:
+            self.dirty = True
+            self.ctx.session_dirty(self)
+
+    def _mark(self) -> None:
+        if not self.dirty:
+            self.dirty = True
+            self.ctx.session_dirty(self)
+
+    def flush(self) -> None:
+        self.dirty = False
+        transport = self.transport
+        if self.closed or transport is None:
+            self.out = []
+            return
+        if self.blocked:
+            flow.recheck(self)
+        out = self.out
+        if out:
+            self.out = []
+            transport.write(b"".join(out) if len(out) > 1 else out[0])
+        if self.closing and not self.queue:
+            transport.close()
+
+
+class ClientSession(ClientConnection):
+    """One memcached (text/meta) client connection to a pool's listener."""
+
+    def __init__(self, pool: Pool) -> None:
+        super().__init__(pool)
+        self.parser = TextRequestParser(MAX_ITEM_SIZE)
+        self.idle = True  # the parser is between requests (the fast path may be taken)
+        self._handlers: dict[type, Callable[[Any], None]] = {
+            Delete: self._delete, Arith: self._arith, Touch: self._touch, Meta: self._meta,
+            FlushAll: self._flush_all, Version: self._version, Verbosity: self._verbosity,
+            Quit: self._quit, Stats: self._stats, ErrorReply: self._error, TooLarge: self._too_large,
+        }
 
     # -- requests ----------------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
         if self.closing:
             return
+        self.ctx.current = self  # who feeds a server connection, should it be full (flow)
         try:
             if self.idle and data.startswith(b"get "):
                 # The commonest requests by far: "get <key>\r\n" lines at the start of a read are
@@ -303,10 +375,7 @@ class ClientSession(asyncio.Protocol):
             self._handle(parser.feed(data))
             self.idle = parser.idle()
         except Exception:  # never let one client take the proxy down
-            log.exception("pool %s: internal error on a client connection; closing it", self.pool.name)
-            self.pool.stats.client_err += 1
-            if self.transport is not None:
-                self.transport.abort()
+            self._internal_error()
 
     def _leading_gets(self, data: bytes) -> bytes:
         """Forward the single-key ``get`` lines at the start of a pipelined read; return the rest."""
@@ -315,7 +384,7 @@ class ClientSession(asyncio.Protocol):
         index_for = self.index_for
         pos = 0
         end = len(data)
-        while True:
+        while len(queue) < self.limit:
             eol = data.find(b"\n", pos)
             if eol < 0 or data[eol - 1] != 13:
                 break
@@ -341,6 +410,9 @@ class ClientSession(asyncio.Protocol):
         servers = self.servers
         index_for = self.index_for
         for cmd in cmds:
+            if len(queue) >= self.limit:
+                flow.hold(self, cmds, cmd)
+                return
             kind = type(cmd)
             if kind is Get:
                 keys = cmd.keys
@@ -387,21 +459,6 @@ class ClientSession(asyncio.Protocol):
                 self._handlers[kind](cmd)
                 if self.closing:
                     break
-
-    def _answer(self, data: bytes) -> None:
-        """A reply the proxy gives itself, at its place in the order."""
-        if self.queue:
-            slot = Slot(self, LINE)
-            slot.reply = data
-            self.queue.append(slot)
-        else:
-            self.out.append(data)
-            self._mark()
-
-    def _no_live(self, noreply: bool) -> None:
-        self.pool.stats.forward_error += 1
-        if not noreply:
-            self._answer(ERR_NO_LIVE)
 
     def _keyed(self, key: bytes, data: bytes, noreply: bool, kind: int = LINE) -> None:
         """Forward a single-key request."""
@@ -488,10 +545,7 @@ class ClientSession(asyncio.Protocol):
         conn = server.active or server.pick()
         slot = Slot(self, QUIET if quiet else META)
         self.queue.append(slot)
-        if quiet:
-            conn.send_quiet(data, slot)
-        else:
-            conn.send(data, slot)
+        (conn.send_quiet if quiet else conn.send)(data, slot)
 
     def _flush_all(self, cmd: FlushAll) -> None:
         live = sorted(self.pool.router.live)
@@ -533,58 +587,3 @@ class ClientSession(asyncio.Protocol):
         if not cmd.noreply:
             self._answer(TOO_LARGE)
 
-    # -- replies -------------------------------------------------------------------------
-    def drain(self) -> None:
-        """Move the answered head of the queue to the output (written at the end of the iteration)."""
-        queue = self.queue
-        out = self.out
-        while queue:
-            reply = queue[0].reply
-            if reply is None:
-                break
-            queue.popleft()
-            out.append(reply)
-        if not self.dirty:
-            self.dirty = True
-            self.ctx.session_dirty(self)
-
-    def _mark(self) -> None:
-        if not self.dirty:
-            self.dirty = True
-            self.ctx.session_dirty(self)
-
-    def flush(self) -> None:
-        self.dirty = False
-        transport = self.transport
-        if self.closed or transport is None:
-            self.out = []
-            return
-        out = self.out
-        if out:
-            self.out = []
-            transport.write(b"".join(out) if len(out) > 1 else out[0])
-        if self.closing and not self.queue:
-            transport.close()
-
-
-def stats_text(pool: Pool) -> bytes:
-    """The answer to ``stats`` through the proxy: the proxy's own counters, live."""
-    ctx = pool.ctx
-    now = time.time()
-    rows: list[tuple[str, object]] = [
-        ("pid", os.getpid()),
-        ("uptime", int(now - ctx.start_time)),
-        ("time", int(now)),
-        ("version", VERSION),
-        ("curr_connections", ctx.curr_connections),
-        ("total_connections", ctx.total_connections),
-        ("pool", pool.name),
-    ]
-    rows += zip([m[0] for m in POOL_METRICS], pool.stats.values(), strict=True)
-    names = [m[0] for m in SERVER_METRICS]
-    for i in pool.order:
-        server = pool.servers[i]
-        rows.append((f"server:{server.name}:live", int(not server.ejected)))
-        rows += ((f"server:{server.name}:{k}", v)
-                 for k, v in zip(names, server.stats.values(*server.queues()), strict=True))
-    return b"".join(b"STAT %s %s\r\n" % (k.encode(), str(v).encode()) for k, v in rows) + b"END\r\n"

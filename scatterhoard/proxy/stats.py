@@ -18,10 +18,16 @@ them), servers in twemproxy's pool order.
 from __future__ import annotations
 
 import json
+import os
 import socket
+import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from .. import __version__
+
+if TYPE_CHECKING:
+    from .pool import Pool
 
 __all__ = [
     "POOL_METRICS",
@@ -32,6 +38,8 @@ __all__ = [
     "ServerCounters",
     "describe",
     "render",
+    "stats_rows",
+    "stats_text",
 ]
 
 SERVICE = "nutcracker"
@@ -141,3 +149,31 @@ def render(pools: Sequence[PoolSnapshot], *, uptime: int, timestamp: int, total_
         out[-1] = text[:-2] + "}," if text.endswith(", ") else text[:-1] + "},"
     text = "".join(out)
     return (text[:-2] + "}\n" if text.endswith(", ") else text[:-1] + "}\n").encode()
+
+
+def stats_rows(pool: Pool) -> list[tuple[str, object]]:
+    """What ``stats`` through the proxy reports (text and binary): the proxy's own counters, live."""
+    ctx = pool.ctx
+    now = time.time()
+    rows: list[tuple[str, object]] = [
+        ("pid", os.getpid()),
+        ("uptime", int(now - ctx.start_time)),
+        ("time", int(now)),
+        ("version", VERSION),
+        ("curr_connections", ctx.curr_connections),
+        ("total_connections", ctx.total_connections),
+        ("pool", pool.name),
+    ]
+    rows += zip([m[0] for m in POOL_METRICS], pool.stats.values(), strict=True)
+    names = [m[0] for m in SERVER_METRICS]
+    for i in pool.order:
+        server = pool.servers[i]
+        rows.append((f"server:{server.name}:live", int(not server.ejected)))
+        rows += ((f"server:{server.name}:{k}", v)
+                 for k, v in zip(names, server.stats.values(*server.queues()), strict=True))
+    return rows
+
+
+def stats_text(pool: Pool) -> bytes:
+    """The answer to the text ``stats`` through the proxy."""
+    return b"".join(b"STAT %s %s\r\n" % (k.encode(), str(v).encode()) for k, v in stats_rows(pool)) + b"END\r\n"

@@ -1,0 +1,121 @@
+"""The memcached side of the proxy engine: text and meta reply framing, the ``version`` probe.
+
+Replies are split without parsing more than needed: a line, or ``VALUE``
+blocks up to ``END`` (sizes from the ``VALUE`` lines), or a meta reply (a
+``VA`` carries a data block).  What to expect is the waiter's ``kind``
+(:data:`~.backend.LINE`, :data:`~.backend.META`, ...); a quiet meta request
+is followed by ``mn`` and its waiter by :data:`~.backend.DISCARD_MN`.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from ..errors import ProtocolError
+from .backend import LINE, QUIET, VALUES, Dialect, ReplyFramer, Waiter
+from .binary_backend import BinaryDialect
+
+
+class MemcachedFramer(ReplyFramer):
+    """Memcached text and meta replies (the waiter's ``kind`` says what to expect)."""
+
+    __slots__ = ("scan",)
+
+    def __init__(self) -> None:
+        self.scan = 0  # how far into the first incomplete reply its VALUE blocks were already walked
+
+    def split(self, data: bytes, expect: deque[Waiter]) -> tuple[int, int, int]:
+        n = len(data)
+        pos = 0
+        count = 0
+        need = 0  # bytes the incomplete reply at pos needs at least, counted from pos
+        scan = self.scan
+        while expect:
+            waiter = expect[0]
+            kind = waiter.kind
+            if kind >= VALUES:
+                p = pos + scan
+                while True:
+                    if data.startswith(b"VALUE ", p):
+                        eol = data.find(b"\r\n", p)
+                        if eol < 0:
+                            need = n - pos + 1
+                            break
+                        sp = data.rfind(b" ", p, eol)
+                        try:
+                            if kind == VALUES:
+                                size = int(data[sp + 1:eol])
+                            else:
+                                size = int(data[data.rfind(b" ", p, sp) + 1:sp])
+                        except ValueError:
+                            raise ProtocolError(f"bad VALUE line {data[p:eol][:80]!r}") from None
+                        p = eol + size + 4
+                        if p > n:
+                            need = p - pos
+                            break
+                        if data.startswith(b"END\r\n", p):  # the usual last (or only) value
+                            end = p + 5
+                            break
+                        continue
+                    if data.startswith(b"END\r\n", p):
+                        end = p + 5
+                        break
+                    eol = data.find(b"\r\n", p)
+                    if eol < 0:
+                        need = n - pos + 1
+                    elif p != pos:
+                        raise ProtocolError(f"unexpected line after VALUE blocks: {data[p:eol][:80]!r}")
+                    else:
+                        end = eol + 2
+                    break
+                if need:
+                    scan = p - pos
+                    break
+                scan = 0
+            else:
+                eol = data.find(b"\r\n", pos)
+                if eol < 0:
+                    need = n - pos + 1
+                    break
+                end = eol + 2
+                if kind != LINE:
+                    if data.startswith(b"VA ", pos):
+                        try:
+                            size = int(data[pos + 3:eol].split(b" ", 1)[0])
+                        except ValueError:
+                            raise ProtocolError(f"bad meta VA line {data[pos:eol][:80]!r}") from None
+                        end = eol + size + 4
+                        if end > n:
+                            need = end - pos
+                            break
+                    elif kind == QUIET and eol == pos + 2 and data.startswith(b"MN", pos):
+                        expect.popleft()  # no reply: the MN answers the mn after it
+                        expect.popleft()
+                        count += 2
+                        pos = end
+                        waiter.complete(b"")
+                        continue
+            expect.popleft()
+            count += 1
+            waiter.complete(data[pos:end])
+            pos = end
+        self.scan = scan
+        return count, pos, need
+
+
+class MemcachedDialect(Dialect):
+    """Memcached ASCII and meta: ``version`` is the probe; the ``"binary"`` variant is binary clients'."""
+
+    __slots__ = ()
+    probe_request = b"version\r\n"
+
+    def framer(self) -> ReplyFramer:
+        return MemcachedFramer()
+
+    def variant(self, name: str) -> Dialect:
+        if name != "binary":
+            return super().variant(name)
+        return BinaryDialect()
+
+    def probe_ok(self, raw: bytes) -> bool:
+        return raw.startswith(b"VERSION ")
