@@ -6,14 +6,21 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 11211
 PYTEST_ARGS ?=
+# the modules setup.py compiles with mypyc (listed once, in scatterhoard/_build.py): editing one rebuilds
+COMPILED_SRC := $(shell python3 -c "exec(open('scatterhoard/_build.py').read()); print(' '.join(n.replace('.', '/') + '.py' for n in COMPILED))" 2>/dev/null)
 
-.PHONY: run test lint typecheck unit system-deps bench clean
+.PHONY: run test lint typecheck unit system-deps bench build clean
 
-$(STAMP): pyproject.toml
+# installs editable; setup.py compiles the hot modules with mypyc (pure Python if it cannot)
+$(STAMP): pyproject.toml setup.py $(COMPILED_SRC)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -c 'from scatterhoard import _build; print("scatterhoard:", _build.describe())'
 	touch $(STAMP)
+
+## build: (re)compile the hot modules after editing them (make run/test do this by themselves)
+build: $(STAMP)
 
 ## run: create .venv, install, start `hoard server` on 127.0.0.1:11211
 run: $(STAMP)
@@ -39,4 +46,4 @@ bench: $(STAMP) system-deps
 	$(PY) benchmarks/bench_server.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) build *.egg-info scatterhoard/*/*.so *__mypyc*.so .mypy_cache .ruff_cache .pytest_cache .hypothesis

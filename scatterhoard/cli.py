@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import __version__
+from . import __version__, _build
 from .errors import HoardError
 
 DESCRIPTION = """\
@@ -19,7 +19,8 @@ tools, clients, and operator tools, all over one protocol core.
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hoard", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-V", "--version", action="version", version=f"scatterhoard {__version__}")
+    parser.add_argument("-V", "--version", action="version",
+                        version=f"scatterhoard {__version__} ({_build.describe()})")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
     from .server.cli import add_parser as add_server
 

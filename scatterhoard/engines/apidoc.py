@@ -8,11 +8,13 @@ checks that the file is current.
 
 from __future__ import annotations
 
+import ast
 import enum
 import inspect
 import sys
 from pathlib import Path
 
+from .. import _build
 from ..store import base, memory
 from . import handlers, loader, record, runner, sqlite, tiered
 
@@ -66,6 +68,26 @@ def _doc(obj: object) -> str:
     return inspect.cleandoc(inspect.getdoc(obj) or "(no docstring)")
 
 
+def _from_source(cls: type) -> tuple[str, str] | None:
+    """(signature, docstring) of a class in a module mypyc may compile, read from its source.
+
+    A compiled class keeps neither its docstring nor its signature; reading the source for those
+    modules whether or not they are compiled keeps the rendered reference the same either way.
+    """
+    if cls.__module__ not in _build.COMPILED:
+        return None
+    path = ROOT / (cls.__module__.replace(".", "/") + ".py")
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.ClassDef) and node.name == cls.__name__:
+            sig = ""
+            for item in node.body:
+                if isinstance(item, ast.FunctionDef) and item.name == "__init__":
+                    args = ast.unparse(item.args).removeprefix("self, ").removeprefix("self")
+                    sig = f"({args})" + (f" -> {ast.unparse(item.returns)}" if item.returns else "")
+            return sig, inspect.cleandoc(ast.get_docstring(node) or "(no docstring)")
+    return None
+
+
 def render() -> str:
     out: list[str] = [MARKER, "", "## API reference", ""]
     for title, entries in _SECTIONS:
@@ -76,7 +98,11 @@ def render() -> str:
                 continue
             kind = "class" if inspect.isclass(obj) else "def"
             sig = "" if inspect.isclass(obj) and issubclass(obj, BaseException | int) else _signature(obj)
-            out += [f"#### `{kind} {_name(obj)}{sig}`", "", _doc(obj), ""]
+            doc = _doc(obj)
+            source = _from_source(obj) if inspect.isclass(obj) else None
+            if source is not None:
+                sig, doc = source
+            out += [f"#### `{kind} {_name(obj)}{sig}`", "", doc, ""]
             if inspect.isclass(obj) and issubclass(obj, enum.Enum):
                 out += [", ".join(f"`{m.name}` = {m.value}" for m in obj), ""]
             for member in members or []:

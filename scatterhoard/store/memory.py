@@ -14,9 +14,12 @@ entries.
 
 from __future__ import annotations
 
+import abc
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+
+from mypy_extensions import mypyc_attr
 
 from ..errors import ConfigError
 from .base import ITEM_HEADER_SIZE, EngineConfig, Item, Mode, Status, Store, plan_arith, plan_store
@@ -28,6 +31,7 @@ ITEM_OVERHEAD = 380
 _U64 = (1 << 64) - 1
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # compiled with mypyc; engines and tests extend it
 class MemoryStore(Store):
     """In-process LRU cache engine (the default)."""
 
@@ -316,3 +320,9 @@ class MemoryStore(Store):
             "expired_unfetched": self.expired_unfetched,
             "evicted_unfetched": self.evicted_unfetched,
         }
+
+
+if "_abc_impl" not in vars(MemoryStore):
+    # Compiled by mypyc, the class does not get ABCMeta's per-class registry and would share
+    # Store's: isinstance(any_engine, MemoryStore) would then answer as isinstance(.., Store).
+    getattr(abc, "_abc_init")(MemoryStore)  # noqa: B009 - a private hook, used once, checked by tests

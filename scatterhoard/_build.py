@@ -1,0 +1,61 @@
+"""Which modules run compiled: the list ``setup.py`` hands to mypyc, and checks on it.
+
+This module itself is never compiled. ``setup.py`` reads :data:`COMPILED` from here, so the
+list lives in one place; ``hoard --version`` prints :func:`describe`; the test suite refuses
+to run over a compiled module older than its source (:func:`stale`), which would otherwise
+shadow an edit silently.
+"""
+
+from __future__ import annotations
+
+import importlib.machinery
+import importlib.util
+import os
+
+#: Modules on the per-request paths, compiled with mypyc when the build can (see setup.py).
+#: Only self-contained logic. The engine interface (store/base.py) stays interpreted: compiled
+#: callers would bypass the class attributes and properties that engines override. (MemoryStore,
+#: an interpreted ABC's subclass, compiles as a regular class; see the end of store/memory.py.)
+#: server/app.py (threads, class swaps) and server/stats.py (weak references) stay interpreted.
+COMPILED = (
+    "scatterhoard.protocol.text",
+    "scatterhoard.server.text",
+    "scatterhoard.server.meta",
+    "scatterhoard.store.memory",
+    "scatterhoard.routing.hashing",
+    "scatterhoard.routing.distribution",
+)
+
+
+def _origin(name: str) -> str | None:
+    spec = importlib.util.find_spec(name)
+    return spec.origin if spec is not None else None
+
+
+def compiled() -> list[str]:
+    """The modules of :data:`COMPILED` that import as C extensions."""
+    out = []
+    for name in COMPILED:
+        origin = _origin(name)
+        if origin and origin.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES)):
+            out.append(name)
+    return out
+
+
+def stale() -> list[str]:
+    """Compiled modules whose ``.py`` source is newer than the extension that shadows it."""
+    out = []
+    for name in compiled():
+        ext = _origin(name)
+        assert ext is not None
+        source = os.path.join(os.path.dirname(ext), name.rpartition(".")[2] + ".py")
+        if os.path.exists(source) and os.path.getmtime(source) > os.path.getmtime(ext):
+            out.append(name)
+    return out
+
+
+def describe() -> str:
+    n = len(compiled())
+    if n == 0:
+        return "pure Python"
+    return f"{n} of {len(COMPILED)} hot modules compiled with mypyc"
