@@ -10,9 +10,11 @@ from . import __version__, _build
 from .errors import HoardError
 
 DESCRIPTION = """\
-scatterhoard: a distributed cache toolkit. A memcached-compatible cache
-server, and (as they land) a twemproxy-compatible sharding proxy, distcache
-tools, clients, and operator tools, all over one protocol core.
+scatterhoard: a distributed cache toolkit. A memcached-compatible cache server
+(text, meta, binary, RESP and distcache on one port, pluggable engines), a
+twemproxy-compatible sharding proxy, the distcache tools, a TLS terminator that
+shares sessions through the cache, and operator tools (bench, check, snoop),
+all over one sans-IO protocol core.
 """
 
 
