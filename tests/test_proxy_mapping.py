@@ -16,7 +16,7 @@ import contextlib
 import os
 import random
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -119,35 +119,50 @@ def _start(exe: list[str], conf_text: str, listens: list[int], stats: int, workd
         wait_for_port(port, proc=proc)
 
 
-@pytest.fixture(scope="module")
-def placements() -> Iterator[tuple[dict[bytes, int], dict[bytes, int], dict[str, list[bytes]]]]:
+Placements = tuple[dict[bytes, int], dict[bytes, int], dict[str, list[bytes]]]
+
+
+def nutcracker_and_hoard(stack: contextlib.ExitStack, backends: list[int],
+                         config: Callable[[list[int], list[int]], str],
+                         write: Callable[[int, list[bytes]], None],
+                         placement: Callable[[list[int], dict[str, list[bytes]]], dict[bytes, int]],
+                         flush: Callable[[list[int]], None]) -> Placements:
+    """Write every pool's keys through nutcracker, then through hoard proxy, on the same config
+    and backends; returns (nutcracker's placement, ours, the keys). The protocol is in the callables."""
     nutcracker = require_binary("nutcracker")
+    workdir = stack.enter_context(temp_dir())
+    keys = {pool: _keys(pool) for pool in POOLS}
+    result = []
+    for tag, exe in (("nutcracker", [nutcracker]), ("hoard", hoard_argv("proxy"))):
+        *listens, stats = _ports(len(POOLS) + 1)
+        with contextlib.ExitStack() as proxy_stack:
+            _start(exe, config(backends, listens), listens, stats, workdir, tag, proxy_stack)
+            for pool, listen in zip(POOLS, listens, strict=True):
+                write(listen, keys[pool])
+        result.append(placement(backends, keys))
+        flush(backends)
+    return result[0], result[1], keys
+
+
+@pytest.fixture(scope="module")
+def placements() -> Iterator[Placements]:
     with contextlib.ExitStack() as stack:
-        workdir = stack.enter_context(temp_dir())
         backends = [stack.enter_context(memcached()) for _ in range(4)]
-        keys = {pool: _keys(pool) for pool in POOLS}
-        result = []
-        for tag, exe in (("nutcracker", [nutcracker]), ("hoard", hoard_argv("proxy"))):
-            *listens, stats = _ports(len(POOLS) + 1)
-            with contextlib.ExitStack() as proxy_stack:
-                _start(exe, _config(backends, listens), listens, stats, workdir, tag, proxy_stack)
-                for pool, listen in zip(POOLS, listens, strict=True):
-                    _write(listen, keys[pool])
-            result.append(_placement(backends, keys))
-            _flush(backends)
-        yield result[0], result[1], keys
+        yield nutcracker_and_hoard(stack, backends, _config, _write, _placement, _flush)
 
 
-@pytest.mark.parametrize("pool", POOLS)
-def test_same_servers_as_nutcracker(pool: str,
-                                    placements: tuple[dict[bytes, int], dict[bytes, int],
-                                                      dict[str, list[bytes]]]) -> None:
+def assert_same_as_nutcracker(pool: str, placements: Placements) -> None:
     theirs, ours, keys = placements
     wrong = [(k, theirs[k], ours[k]) for k in keys[pool] if theirs[k] != ours[k]]
     assert not wrong, f"{len(wrong)}/{len(keys[pool])} keys on another server than nutcracker's: {wrong[:5]}"
     used = {theirs[k] for k in keys[pool]}
     if pool != "m_crc32_ketama":  # 15-bit hashes all land before one server's first ketama point
         assert len(used) >= 3, used
+
+
+@pytest.mark.parametrize("pool", POOLS)
+def test_same_servers_as_nutcracker(pool: str, placements: Placements) -> None:
+    assert_same_as_nutcracker(pool, placements)
 
 
 # -- the random distribution; unix-socket servers and listeners ------------------------------------

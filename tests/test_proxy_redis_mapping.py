@@ -16,8 +16,15 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support import hoard_argv, redis_server, require_binary, temp_dir
-from tests.test_proxy_mapping import POOL_SPECS, POOLS, SERVERS, _keys, _ports, _start
+from tests.support import redis_server
+from tests.test_proxy_mapping import (
+    POOL_SPECS,
+    POOLS,
+    SERVERS,
+    Placements,
+    assert_same_as_nutcracker,
+    nutcracker_and_hoard,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -81,33 +88,18 @@ def _placement(backends: list[int], keys: dict[str, list[bytes]]) -> dict[bytes,
     return where
 
 
+def _flush(backends: list[int]) -> None:
+    for port in backends:
+        assert _exchange(port, _command(b"FLUSHALL"), 1) == b"+OK\r\n"
+
+
 @pytest.fixture(scope="module")
-def placements() -> Iterator[tuple[dict[bytes, int], dict[bytes, int], dict[str, list[bytes]]]]:
-    nutcracker = require_binary("nutcracker")
+def placements() -> Iterator[Placements]:
     with contextlib.ExitStack() as stack:
-        workdir = stack.enter_context(temp_dir())
         backends = [stack.enter_context(redis_server()) for _ in range(4)]
-        keys = {pool: _keys(pool) for pool in POOLS}
-        result = []
-        for tag, exe in (("nutcracker", [nutcracker]), ("hoard", hoard_argv("proxy"))):
-            *listens, stats = _ports(len(POOLS) + 1)
-            with contextlib.ExitStack() as proxy_stack:
-                _start(exe, _config(backends, listens), listens, stats, workdir, tag, proxy_stack)
-                for pool, listen in zip(POOLS, listens, strict=True):
-                    _write(listen, keys[pool])
-            result.append(_placement(backends, keys))
-            for port in backends:
-                assert _exchange(port, _command(b"FLUSHALL"), 1) == b"+OK\r\n"
-        yield result[0], result[1], keys
+        yield nutcracker_and_hoard(stack, backends, _config, _write, _placement, _flush)
 
 
 @pytest.mark.parametrize("pool", POOLS)
-def test_same_servers_as_nutcracker(pool: str,
-                                    placements: tuple[dict[bytes, int], dict[bytes, int],
-                                                      dict[str, list[bytes]]]) -> None:
-    theirs, ours, keys = placements
-    wrong = [(k, theirs[k], ours[k]) for k in keys[pool] if theirs[k] != ours[k]]
-    assert not wrong, f"{len(wrong)}/{len(keys[pool])} keys on another server than nutcracker's: {wrong[:5]}"
-    used = {theirs[k] for k in keys[pool]}
-    if pool != "m_crc32_ketama":  # 15-bit hashes all land before one server's first ketama point
-        assert len(used) >= 3, used
+def test_same_servers_as_nutcracker(pool: str, placements: Placements) -> None:
+    assert_same_as_nutcracker(pool, placements)
