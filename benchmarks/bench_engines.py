@@ -26,14 +26,14 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from scatterhoard import ports
+
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
+    return ports.free_port(HOST)
 
 
 @contextlib.contextmanager

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from scatterhoard import ports
 from scatterhoard.address import Address
 from scatterhoard.bench import LoadSpec, RunConfig, preload
 from scatterhoard.bench import run_load as bench_load
@@ -45,9 +46,8 @@ Metric = tuple[str, str, str]
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
+    """A free port outside the ephemeral range (load generators' connections cannot take it)."""
+    return ports.free_port(HOST)
 
 
 def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:

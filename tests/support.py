@@ -20,14 +20,14 @@ from pathlib import Path
 
 import pytest
 
+from scatterhoard import ports
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A TCP port on 127.0.0.1 that nothing uses now, outside the kernel's ephemeral range."""
+    return ports.free_port()
 
 
 def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 10.0,

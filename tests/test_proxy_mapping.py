@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from scatterhoard import ports
 from scatterhoard.routing import HASH_NAMES
 from tests.support import hoard_argv, memcached, require_binary, running, temp_dir, wait_for_port
 
@@ -36,11 +37,7 @@ POOLS = [name for name, _, _ in POOL_SPECS]
 
 
 def _ports(count: int) -> list[int]:
-    with contextlib.ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in socks]
+    return ports.free_ports(count)
 
 
 def _config(backends: list[int], listens: list[int]) -> str:

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 
+from scatterhoard import ports
 from scatterhoard.routing import HASH_NAMES, Router
 from tests.support import memcached, require_binary, running, temp_dir, wait_for_port
 
@@ -224,12 +225,8 @@ def _pool_yaml(pool: Pool) -> str:
 
 
 def _distinct_ports(count: int) -> list[int]:
-    """``count`` different free ports (all bound at once, so the kernel cannot repeat one)."""
-    with contextlib.ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(count)]
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in socks]
+    """``count`` different free ports."""
+    return ports.free_ports(count)
 
 
 @contextlib.contextmanager
