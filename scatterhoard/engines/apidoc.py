@@ -23,7 +23,7 @@ MARKER = "<!-- API reference: generated from the docstrings by `python -m scatte
 #: (object, members to show; None: the object alone)
 _SECTIONS: list[tuple[str, list[tuple[object, list[str] | None]]]] = [
     ("The engine interface (`scatterhoard.engines`, defined in `scatterhoard.store.base`)", [
-        (base.Store, ["get", "store", "delete", "arith", "touch", "flush_all", "stats", "mark_stale",
+        (base.Store, ["get", "store", "delete", "arith", "touch", "flush_all", "stats", "mark_stale", "mark_win",
                       "items_snapshot", "close"]),
         (base.Item, None), (base.Mode, None), (base.Status, None), (base.EngineConfig, None),
         (base.EngineError, None), (base.Unsupported, None), (base.AccessDenied, None),

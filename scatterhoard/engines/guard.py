@@ -89,6 +89,7 @@ def _guard_text(session: TextSession) -> None:
         return guarded
 
     passive = (t.Version, t.Verbosity, t.Quit, t.ErrorReply)
+    session.wrapped = True
     dispatch = session._dispatch
     for kind, run in list(dispatch.items()):
         if kind not in passive:
@@ -127,7 +128,7 @@ def _guard_resp(session: RespSession) -> None:
         try:
             return run(cmd, argv)
         except EngineError as exc:
-            session.counters.errors += 1
+            session.stats.resp_errors += 1
             code = b"NOPERM " if isinstance(exc, AccessDenied) else b"ERR "
             return resp_error(code + _message(exc))
         finally:

@@ -183,6 +183,9 @@ class HandledStore(Store):
         result: Status = self._call("delete", key, cas=cas)
         return result
 
+    def mark_win(self, key: bytes, item: Item) -> None:
+        self.engine.mark_win(key, item)  # a mark on an item already fetched (through the handlers)
+
     def mark_stale(self, key: bytes, cas: int = 0, exptime: float | None = None) -> Status:
         result: Status = self._call("mark_stale", key, cas=cas, stale_exptime=exptime)
         return result

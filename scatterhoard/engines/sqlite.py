@@ -200,8 +200,13 @@ class SqliteStore(RecordStore):
             # marks the item it holds (meta's mg T, W) sees the change on it, as with the memory engine
             last.refresh(value, flags, exptime, cas, atime, bits)
             return last
-        row_item = self._local.row = _Row(value, flags, exptime, cas, atime, bits, self, key)
+        row_item = self._local.row = _Row(value, flags, exptime, cas, atime, bits, key)
         return row_item
+
+    def mark_win(self, key: bytes, item: Item) -> None:
+        if not item.win:
+            self.set_win(key, item.cas, True)
+        item.win = True
 
     def set_win(self, key: bytes, cas: int, win: bool) -> None:
         """Meta's recache token was handed out (or taken back) for this version of the item."""
@@ -328,14 +333,13 @@ class SqliteStore(RecordStore):
 
 
 class _Row(Item):
-    """An item read from the table; meta's ``mg`` setting ``win`` on it is written back."""
+    """An item read from the table (meta's ``W`` mark on it is written back by :meth:`SqliteStore.mark_win`)."""
 
-    __slots__ = ("_engine", "_key", "_win")
+    __slots__ = ("_key",)
 
     def __init__(self, value: bytes, flags: int, exptime: float, cas: int, atime: float, bits: int,
-                 engine: SqliteStore, key: bytes) -> None:
+                 key: bytes) -> None:
         super().__init__(value, flags, exptime, cas, atime)
-        self._engine: SqliteStore | None = engine
         self._key = key
         self.refresh(value, flags, exptime, cas, atime, bits)
 
@@ -343,15 +347,4 @@ class _Row(Item):
         self.value, self.flags, self.exptime, self.cas, self.atime = value, flags, exptime, cas, atime
         self.fetched = bool(bits & FETCHED)
         self.stale = bool(bits & STALE)
-        self._win = bool(bits & WIN)
-
-    @property
-    def win(self) -> bool:
-        return getattr(self, "_win", False)
-
-    @win.setter
-    def win(self, value: bool) -> None:
-        engine = getattr(self, "_engine", None)
-        if engine is not None and value != self._win:
-            engine.set_win(self._key, self.cas, value)
-        self._win = value
+        self.win = bool(bits & WIN)

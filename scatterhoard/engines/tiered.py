@@ -108,6 +108,10 @@ class TieredStore(Store):
                 self.front.delete(key)
             return status
 
+    def mark_win(self, key: bytes, item: Item) -> None:
+        with self._lock:
+            self.back.mark_win(key, item)  # the front's copy carries the back's cas
+
     def mark_stale(self, key: bytes, cas: int = 0, exptime: float | None = None) -> Status:
         with self._lock:
             status = self.back.mark_stale(key, cas, exptime)

@@ -239,7 +239,8 @@ class TextRequestParser:
                     pos += length + 2
                     continue
                 pos += length + 2
-                out.append(cmd._replace(value=value))
+                # StoreCmd and Meta both carry the value at index 4 (NamedTuple._replace is slow)
+                out.append(_new_get(type(cmd), (*cmd[:4], value, *cmd[5:])))
                 continue
             eol = view.find(b"\n", pos)
             if eol < 0:

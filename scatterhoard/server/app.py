@@ -19,12 +19,13 @@ from typing import cast
 from ..address import Address, parse_address
 from ..engines import guard
 from ..engines.handlers import Context, HandledStore, Handler, current_context
-from ..errors import HoardError, ProtocolError
+from ..errors import HoardError
 from ..service import Service, unlink_stale_socket
 from ..store import MemoryStore, Store
 from .binary import BinarySession
+from .connection import Connection
 from .distcache import DistcacheSession, SessionLimitStore
-from .resp import RespSession, counters_for
+from .resp import RespSession
 from .stats import ServerStats, Settings
 from .text import TextSession
 
@@ -70,16 +71,6 @@ class Session(TypingProtocol):
 SessionFactory = Callable[["Server"], Session]
 
 
-class _LocalStats(ServerStats):
-    """A connection's private copy of the counters while its session runs in a worker thread."""
-
-    was_reset = False
-
-    def reset(self) -> None:
-        super().reset()
-        self.was_reset = True
-
-
 class _StatsMirror:
     """Keeps the server counters exact when sessions run in worker threads.
 
@@ -89,86 +80,48 @@ class _StatsMirror:
     is ever incremented from two threads at once.
     """
 
-    __slots__ = ("shared", "local", "base", "shared_resp", "local_resp", "resp_base")
+    __slots__ = ("shared", "local", "base", "resets")
 
     def __init__(self, shared: ServerStats) -> None:
         self.shared = shared
-        self.local = _LocalStats()
-        self.base: dict[str, int] = {}
-        self.shared_resp = counters_for(shared)
-        self.local_resp = counters_for(self.local)
-        self.resp_base = (0, 0)
+        self.local = ServerStats()
+        self.base: list[int] = []
+        self.resets = 0
 
     def adopt(self, session: Session) -> None:
         """Point the session at the private copy."""
         if hasattr(session, "stats"):
             session.stats = self.local
-        if isinstance(session, RespSession):
-            session.counters = self.local_resp
 
     def begin(self) -> None:
-        shared = vars(self.shared)
-        self.base = {k: v for k, v in shared.items() if type(v) is int}
-        vars(self.local).update(shared)
-        self.local.was_reset = False
-        self.local_resp.commands, self.local_resp.errors = self.resp_base = (
-            self.shared_resp.commands, self.shared_resp.errors)
+        self.base = self.shared.snapshot()
+        self.local.load(self.base)
+        self.resets = self.local.resets
 
     def commit(self) -> None:
-        local, shared, base = vars(self.local), vars(self.shared), self.base
-        if self.local.was_reset:  # ``stats reset`` ran in the job
+        base = self.base
+        if self.local.resets != self.resets:  # ``stats reset`` ran in the job
             self.shared.reset()
-            base = {k: (v if k == "curr_connections" else 0) for k, v in base.items()}
-        for name, before in base.items():
-            now = local[name]
-            if now != before:
-                shared[name] += now - before
-        self.shared_resp.commands += self.local_resp.commands - self.resp_base[0]
-        self.shared_resp.errors += self.local_resp.errors - self.resp_base[1]
+            base = [v if name == "curr_connections" else 0 for name, v in zip(ServerStats.COUNTERS, base, strict=True)]
+        self.shared.add_since(self.local.snapshot(), base)
 
 
-class Connection(asyncio.Protocol):
-    """One client connection; the session is chosen from the first byte received.
+class EngineConnection(Connection):
+    """A connection to an engine that blocks (worker threads) or answers through handlers.
 
     With a blocking engine the session runs in the server's worker threads:
     reading pauses while a job runs (data already received waits in order),
     the reply is written from the loop, then reading resumes. One job per
     connection at a time keeps its replies in order; other connections run
-    in other threads meanwhile.
+    in other threads meanwhile. With handlers, each read runs with the
+    connection's :class:`~scatterhoard.engines.handlers.Context` set.
     """
 
-    __slots__ = ("server", "transport", "session", "accepted", "peer", "context", "pending", "busy",
-                 "write_paused", "mirror")
-
     def __init__(self, server: Server) -> None:
-        self.server = server
-        self.transport: asyncio.Transport | None = None
-        self.session: Session | None = None
-        self.accepted = False
-        self.peer = ""
+        super().__init__(server)
         self.context: Context | None = None
         self.pending: list[bytes] = []
-        self.busy = False
-        self.write_paused = False
         self.mirror: _StatsMirror | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)
-        srv = self.server
-        st = srv.stats
-        if st.curr_connections >= srv.settings.maxconns:
-            st.rejected_connections += 1
-            self.transport.write(b"ERROR Too many open connections\r\n")
-            self.transport.close()
-            return
-        self.accepted = True
-        st.curr_connections += 1
-        st.total_connections += 1
-        srv.connections.add(self)
-        if srv.settings.verbosity > 1 or srv.guarded:
-            self.peer = _peer_name(self.transport.get_extra_info("peername"))
-        if srv.settings.verbosity > 1:
-            log.info("<%s new client connection", self.peer)
 
     def _start(self, first: int) -> Session:
         srv = self.server
@@ -193,45 +146,16 @@ class Connection(asyncio.Protocol):
             if not self.busy:
                 self._submit()
             return
-        context = self.context
-        if context is None:  # the memory engine's hot path
-            try:
-                out = session.feed(data)
-            except Exception as exc:
-                self._failed(exc)
-                return
-        else:
-            token = current_context.set(context)
-            try:
-                out = session.feed(data)
-            except Exception as exc:
-                self._failed(exc)
-                return
-            finally:
+        token = current_context.set(self.context) if self.context is not None else None
+        try:
+            out = session.feed(data)
+        except Exception as exc:
+            self._failed(exc)
+            return
+        finally:
+            if token is not None:
                 current_context.reset(token)
-        transport = self.transport
-        assert transport is not None
-        if out:
-            srv.stats.bytes_written += len(out)
-            transport.write(out)
-        if session.closing:
-            transport.close()
-
-    def _failed(self, exc: BaseException) -> None:
-        if isinstance(exc, ProtocolError):
-            log.warning("closing connection %s: %s", self.peer or id(self), exc)
-        else:  # never let one client's input take the server down
-            log.error("internal error on a connection; closing it", exc_info=exc)
-        self._close()
-
-    def _deliver(self, session: Session, out: bytes) -> None:
-        transport = self.transport
-        assert transport is not None
-        if out:
-            self.server.stats.bytes_written += len(out)
-            transport.write(out)
-        if session.closing:
-            transport.close()
+        self._deliver(session, out)
 
     # -- blocking engines: the session runs in a worker thread --------------------------------------
     def _submit(self) -> None:
@@ -276,33 +200,6 @@ class Connection(asyncio.Protocol):
             self._submit()
         elif not self.write_paused:
             transport.resume_reading()
-
-    def _close(self) -> None:
-        if self.transport is not None:
-            self.transport.abort()
-
-    def pause_writing(self) -> None:
-        self.write_paused = True
-        if self.transport is not None:
-            self.transport.pause_reading()
-
-    def resume_writing(self) -> None:
-        self.write_paused = False
-        if self.transport is not None and not self.busy:
-            self.transport.resume_reading()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.accepted:
-            self.accepted = False
-            self.server.stats.curr_connections -= 1
-            self.server.connections.discard(self)
-
-
-def _peer_name(peer: object) -> str:
-    if isinstance(peer, tuple) and len(peer) >= 2:
-        host = str(peer[0])
-        return f"[{host}]:{peer[1]}" if ":" in host else f"{host}:{peer[1]}"
-    return "unix" if peer in ("", None) or isinstance(peer, str | bytes) else str(peer)
 
 
 class Server(Service):
@@ -369,7 +266,12 @@ class Server(Service):
         return bound
 
     async def _listen(self, loop: asyncio.AbstractEventLoop, addr: Address) -> asyncio.AbstractServer:
-        factory = lambda: Connection(self)  # noqa: E731
+        conn_class = EngineConnection if self.blocking or self.guarded else Connection
+
+        def factory() -> asyncio.BaseProtocol:
+            # Connection is a duck-typed protocol (a compiled class cannot derive from asyncio's)
+            return cast(asyncio.BaseProtocol, conn_class(self))
+
         backlog = self.settings.backlog
         try:
             if addr.kind == "unix":

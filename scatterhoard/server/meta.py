@@ -128,7 +128,7 @@ def _mg(session: TextSession, cmd: Meta, out: list[bytes]) -> None:
             won = True
     if won:
         parts.append(b" W")
-        item.win = True
+        store.mark_win(cmd.key, item)
     parts.append(b"\r\n")
     if "v" in fl:
         parts.append(item.value)

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import itertools
 import time
-import weakref
 from typing import ClassVar, cast
 
 from ..protocol.resp import NULL, NULL_BULK, QUEUED, RequestParser, RespProtocolError, error
@@ -44,26 +43,6 @@ _ids = itertools.count(1)
 _CRLF_TO_SPACES = bytes.maketrans(b"\r\n", b"  ")
 
 
-class RespCounters:
-    """Server-wide RESP figures with no memcached counterpart in :class:`ServerStats`."""
-
-    __slots__ = ("commands", "errors")
-
-    def __init__(self) -> None:
-        self.commands = 0
-        self.errors = 0
-
-
-_counters: weakref.WeakKeyDictionary[ServerStats, RespCounters] = weakref.WeakKeyDictionary()
-
-
-def counters_for(stats: ServerStats) -> RespCounters:
-    found = _counters.get(stats)
-    if found is None:
-        found = _counters[stats] = RespCounters()
-    return found
-
-
 class RespSession:
     """One client connection speaking RESP2/RESP3 to the store."""
 
@@ -73,7 +52,6 @@ class RespSession:
         self.store = store
         self.stats = stats
         self.settings = settings
-        self.counters = counters_for(stats)
         self.parser = RequestParser(max_bulk=store.max_item_size)
         self.closing = False
         self.resp3 = False
@@ -109,7 +87,7 @@ class RespSession:
                 return b"".join(out)
         if failure is not None:
             self.stats.protocol_errors += 1
-            self.counters.errors += 1
+            self.stats.resp_errors += 1
             out.append(error("ERR " + failure))
             self.closing = True
         return b"".join(out)
@@ -129,7 +107,7 @@ class RespSession:
         arity = cmd.arity
         if (arity > 0 and len(argv) != arity) or len(argv) < -arity:
             return self._reject(cmd, b"wrong number of arguments for '%b' command" % cmd.name.encode())
-        self.counters.commands += 1
+        self.stats.resp_commands += 1
         self.last_command = cmd.name
         if self.multi is not None and cmd.queued:
             self.multi.append((cmd, argv))
@@ -140,13 +118,13 @@ class RespSession:
         try:
             return cmd.handler(self, argv)
         except Reply as reply:
-            self.counters.errors += 1
+            self.stats.resp_errors += 1
             return reply.reply
 
     def _reject(self, cmd: Command | None, message: bytes) -> bytes:
         """A command refused before it runs; inside MULTI this dooms the transaction,
         and a refused EXEC discards it (redis's ``execCommandAbort``)."""
-        self.counters.errors += 1
+        self.stats.resp_errors += 1
         message = message.translate(_CRLF_TO_SPACES)
         if cmd is not None and cmd.handler is cmd_exec:
             self.discard()

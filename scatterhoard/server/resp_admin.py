@@ -345,13 +345,13 @@ def _info_stats(s: RespSession) -> list[tuple[str, object]]:
     store = s.store.stats()
     return [
         ("total_connections_received", st.total_connections),
-        ("total_commands_processed", s.counters.commands),
+        ("total_commands_processed", s.stats.resp_commands),
         ("instantaneous_ops_per_sec", 0),
         ("total_net_input_bytes", st.bytes_read), ("total_net_output_bytes", st.bytes_written),
         ("rejected_connections", st.rejected_connections),
         ("expired_keys", store.get("reclaimed", 0)), ("evicted_keys", store.get("evictions", 0)),
         ("keyspace_hits", st.get_hits), ("keyspace_misses", st.get_misses),
-        ("total_error_replies", s.counters.errors),
+        ("total_error_replies", s.stats.resp_errors),
     ]
 
 

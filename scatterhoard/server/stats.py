@@ -6,6 +6,7 @@ import os
 import resource
 import time
 from dataclasses import dataclass, field
+from typing import Final
 
 from .. import __version__
 from ..store import Store
@@ -28,10 +29,26 @@ class Settings:
 
 
 class ServerStats:
-    """Counters shared by every connection of one server process."""
+    """Counters shared by every connection of one server process.
+
+    Compiled with mypyc: sessions update these on every request. ``resp_*``
+    are RESP figures without a memcached counterpart (INFO's
+    total_commands_processed and total_error_replies).
+    """
+
+    #: Every counter, in ``stats`` order; what ``stats reset`` zeroes (but ``curr_connections``).
+    COUNTERS: Final = (
+        "curr_connections", "total_connections", "rejected_connections", "cmd_get", "cmd_set",
+        "cmd_flush", "cmd_touch", "cmd_meta", "get_hits", "get_misses", "delete_hits", "delete_misses",
+        "incr_hits", "incr_misses", "decr_hits", "decr_misses", "cas_hits", "cas_misses", "cas_badval",
+        "touch_hits", "touch_misses", "bytes_read", "bytes_written", "protocol_errors", "resp_commands",
+        "resp_errors",
+    )
 
     def __init__(self) -> None:
         self.started = time.time()
+        #: how many times ``stats reset`` ran (lets a private copy tell that it happened)
+        self.resets = 0
         self.curr_connections = 0
         self.total_connections = 0
         self.rejected_connections = 0
@@ -56,11 +73,30 @@ class ServerStats:
         self.bytes_read = 0
         self.bytes_written = 0
         self.protocol_errors = 0
+        self.resp_commands = 0
+        self.resp_errors = 0
 
     def reset(self) -> None:
-        keep = (self.started, self.curr_connections)
-        self.__init__()  # type: ignore[misc]
-        self.started, self.curr_connections = keep
+        """``stats reset``: zero every counter but ``curr_connections``."""
+        for name in self.COUNTERS:
+            if name != "curr_connections":
+                setattr(self, name, 0)
+        self.resets += 1
+
+    def snapshot(self) -> list[int]:
+        """The counters' values, in :data:`COUNTERS` order."""
+        return [getattr(self, name) for name in self.COUNTERS]
+
+    def load(self, values: list[int]) -> None:
+        """Set the counters from a :meth:`snapshot`."""
+        for name, value in zip(self.COUNTERS, values, strict=True):
+            setattr(self, name, value)
+
+    def add_since(self, values: list[int], base: list[int]) -> None:
+        """Add what changed from ``base`` to ``values`` (two snapshots of another copy)."""
+        for name, now, before in zip(self.COUNTERS, values, base, strict=True):
+            if now != before:
+                setattr(self, name, getattr(self, name) + now - before)
 
     def general(self, store: Store, settings: Settings) -> list[tuple[str, object]]:
         now = time.time()

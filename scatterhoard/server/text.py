@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..protocol import text as t
-from ..store import Mode, Status, Store, absolute_exptime
+from ..store import MemoryStore, Mode, Status, Store, absolute_exptime
 from ..store.base import flush_delay
 from .meta import execute_meta
 from .stats import VERSION, ServerStats, Settings, stats_group
@@ -39,11 +39,15 @@ class TextSession:
     def __init__(self, store: Store, stats: ServerStats, settings: Settings,
                  on_flush: Callable[[], None] | None = None) -> None:
         self.store = store
+        #: the memory engine itself (not a subclass or wrapper): called natively on the hot paths
+        self.memory: MemoryStore | None = store if type(store) is MemoryStore else None
         self.stats = stats
         self.settings = settings
         self.parser = t.TextRequestParser(store.max_item_size)
         self.closing = False
         self.on_flush = on_flush
+        #: True once something (engines.guard) wrapped the entries of ``_dispatch``
+        self.wrapped = False
         self._dispatch: dict[type, Callable[[Any, list[bytes]], None]] = {
             t.Get: self._get,
             t.StoreCmd: self._store,
@@ -63,8 +67,21 @@ class TextSession:
     def feed(self, data: bytes) -> bytes:
         out: list[bytes] = []
         dispatch = self._dispatch
-        for cmd in self.parser.feed(data):
-            dispatch[type(cmd)](cmd, out)
+        if self.wrapped:  # handlers wrap the table: every command goes through it
+            for cmd in self.parser.feed(data):
+                dispatch[type(cmd)](cmd, out)
+                if self.closing:
+                    break
+            return b"".join(out)
+        for cmd in self.parser.feed(data):  # direct (native) calls for the common commands
+            if isinstance(cmd, t.Get):
+                self._get(cmd, out)
+            elif isinstance(cmd, t.StoreCmd):
+                self._store(cmd, out)
+            elif isinstance(cmd, t.Meta):
+                self._meta(cmd, out)
+            else:
+                dispatch[type(cmd)](cmd, out)
             if self.closing:
                 break
         return b"".join(out)
@@ -75,7 +92,8 @@ class TextSession:
         keys = cmd.keys
         if len(keys) == 1 and not cmd.with_cas and cmd.exptime is None:  # the hot path
             key = keys[0]
-            item = self.store.get(key)
+            memory = self.memory
+            item = memory.get(key) if memory is not None else self.store.get(key)
             st.cmd_get += 1
             if item is None:
                 st.get_misses += 1
@@ -117,8 +135,12 @@ class TextSession:
     # -- storage ---------------------------------------------------------------------
     def _store(self, cmd: t.StoreCmd, out: list[bytes]) -> None:
         mode = _MODES[cmd.command]
-        status, _ = self.store.store(mode, cmd.key, cmd.value, cmd.flags, absolute_exptime(cmd.exptime),
-                                     cmd.cas)
+        memory = self.memory
+        exptime = absolute_exptime(cmd.exptime)
+        if memory is not None:
+            status, _ = memory.store(mode, cmd.key, cmd.value, cmd.flags, exptime, cmd.cas)
+        else:
+            status, _ = self.store.store(mode, cmd.key, cmd.value, cmd.flags, exptime, cmd.cas)
         st = self.stats
         st.cmd_set += 1
         if mode == Mode.CAS:

@@ -7,50 +7,28 @@ turns memcached's relative/absolute/negative forms into that.
 
 from __future__ import annotations
 
-import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from enum import IntEnum
 
 from ..errors import HoardError
+from .item import (
+    ITEM_HEADER_SIZE,
+    KEY_MAX_LENGTH,
+    REALTIME_MAXDELTA,
+    Item,
+    Mode,
+    Status,
+    absolute_exptime,
+    flush_delay,
+    parse_counter,
+    plan_arith,
+    plan_store,
+    remaining_ttl,
+)
 
-#: memcached: relative expiry times are at most 30 days; larger ones are unix times.
-REALTIME_MAXDELTA = 60 * 60 * 24 * 30
-#: memcached's per-item header (48) + cas (8) + key NUL (1) + value CRLF (2).
-ITEM_HEADER_SIZE = 59
-KEY_MAX_LENGTH = 250
-
-
-def absolute_exptime(exptime: int, now: float | None = None) -> float:
-    """memcached exptime -> absolute time (0 = never, in the past = already expired)."""
-    if exptime == 0:
-        return 0.0
-    if now is None:
-        now = time.time()
-    if exptime < 0:
-        return -1.0
-    if exptime > REALTIME_MAXDELTA:
-        return float(exptime) if exptime > now else -1.0
-    return now + exptime
-
-
-def flush_delay(exptime: int) -> float:
-    """flush_all's argument (relative seconds or a unix time) -> seconds from now."""
-    if exptime <= 0:
-        return 0.0
-    now = time.time()
-    return max(absolute_exptime(exptime, now) - now, 0.0)
-
-
-def remaining_ttl(exptime: float, now: float | None = None) -> int:
-    """Seconds an item has left (-1 when it never expires), as memcached reports it."""
-    if exptime == 0:
-        return -1
-    if now is None:
-        now = time.time()
-    left = exptime - now
-    return int(left + 0.5) if left > 0 else 0
-
+__all__ = ["CAPABILITIES", "ITEM_HEADER_SIZE", "KEY_MAX_LENGTH", "REALTIME_MAXDELTA", "AccessDenied", "EngineConfig",
+           "EngineError", "Item", "Mode", "Status", "Store", "Unsupported", "absolute_exptime", "flush_delay",
+           "parse_counter", "plan_arith", "plan_store", "remaining_ttl"]
 
 #: What an engine may support; an engine lists what it has in :attr:`Store.capabilities`.
 #: ``cas``: compare-and-swap (cas/gets-cas, binary CAS, meta C, WATCH);
@@ -91,46 +69,6 @@ class EngineConfig:
     memory_bytes: int = 64 * 1024 * 1024
     #: ``-I``: the largest item (key + value + header)
     item_size_max: int = 1024 * 1024
-
-
-class Mode(IntEnum):
-    """Storage modes of set-like commands."""
-
-    SET = 0
-    ADD = 1
-    REPLACE = 2
-    APPEND = 3
-    PREPEND = 4
-    CAS = 5
-
-
-class Status(IntEnum):
-    """Outcome of a storage, delete or arithmetic operation."""
-
-    STORED = 0
-    NOT_STORED = 1
-    EXISTS = 2  # CAS mismatch (or ADD of an existing key, for binary)
-    NOT_FOUND = 3
-    TOO_LARGE = 4
-    NO_MEMORY = 5
-    NON_NUMERIC = 6
-    DELETED = 7
-
-
-class Item:
-    """One cached value with its metadata (an engine may use its own class)."""
-
-    __slots__ = ("value", "flags", "exptime", "cas", "atime", "fetched", "stale", "win")
-
-    def __init__(self, value: bytes, flags: int, exptime: float, cas: int, atime: float) -> None:
-        self.value = value
-        self.flags = flags
-        self.exptime = exptime
-        self.cas = cas
-        self.atime = atime
-        self.fetched = False
-        self.stale = False
-        self.win = False
 
 
 class Store(ABC):
@@ -193,6 +131,14 @@ class Store(ABC):
         """Meta-protocol invalidation: keep the item but mark it stale (default: delete)."""
         return self.delete(key, cas)
 
+    def mark_win(self, key: bytes, item: Item) -> None:
+        """Meta protocol: the recache token (``W``) for this version of ``key`` was handed out.
+
+        Later ``mg`` requests see ``item.win`` set (``Z``). Engines that keep items
+        outside memory override this to persist the mark.
+        """
+        item.win = True
+
     def items_snapshot(self) -> dict[str, int]:
         """Per-class item statistics for ``stats items`` (engines may return {})."""
         return {}
@@ -228,70 +174,3 @@ class Store(ABC):
         return value if status == Status.STORED else None
 
 
-def parse_counter(value: bytes) -> int | None:
-    """A stored value as memcached's incr/decr reads it (strtoull: leading space, trailing junk
-    after whitespace ok); None when it is not a number below 2**64."""
-    parts = value.split(None, 1)
-    if not parts:
-        return None
-    head = parts[0]
-    if head.startswith(b"+"):
-        head = head[1:]
-    if not head.isdigit():
-        return None
-    n = int(head)
-    return n if n < 1 << 64 else None
-
-
-def plan_store(mode: Mode, old: Item | None, key: bytes, value: bytes, flags: int, exptime: float,
-               cas: int, invalidate: bool, max_item_size: int) -> tuple[Status | None, bytes, int, float, bool]:
-    """memcached's decision for a set-like command over the live item ``old``.
-
-    Returns ``(status, value, flags, exptime, stale)``: a status to answer at
-    once without writing (None: write ``value``/``flags``/``exptime``, the
-    item marked stale when ``stale``). The caller does the side effects: a
-    failed (TOO_LARGE) SET removes ``old``; a new cas is given to the write.
-    """
-    if len(key) + len(value) + ITEM_HEADER_SIZE > max_item_size:
-        return Status.TOO_LARGE, value, flags, exptime, False
-    stale = False
-    if mode == Mode.CAS or cas:
-        if old is None:
-            return Status.NOT_FOUND, value, flags, exptime, False
-        if old.cas != cas:
-            if not (invalidate and cas < old.cas):
-                return Status.EXISTS, value, flags, exptime, False
-            stale = True
-    if mode == Mode.ADD:
-        if old is not None:
-            return Status.NOT_STORED, value, flags, exptime, False
-    elif mode == Mode.REPLACE:
-        if old is None:
-            return Status.NOT_STORED, value, flags, exptime, False
-    elif mode == Mode.APPEND or mode == Mode.PREPEND:
-        if old is None:
-            return Status.NOT_STORED, value, flags, exptime, False
-        value = old.value + value if mode == Mode.APPEND else value + old.value
-        if len(key) + len(value) + ITEM_HEADER_SIZE > max_item_size:
-            return Status.NOT_STORED, value, flags, exptime, False  # the combined item cannot be allocated
-        flags, exptime = old.flags, old.exptime
-    return None, value, flags, exptime, stale
-
-
-_U64 = (1 << 64) - 1
-
-
-def plan_arith(current: bytes, delta: int, incr: bool) -> tuple[int, bytes] | None:
-    """incr/decr of a stored value: (new number, new value bytes), None when not numeric.
-
-    64-bit wrap upwards, floor 0 downwards; a shorter result is space-padded to
-    the old length, as memcached rewrites the value in place.
-    """
-    number = parse_counter(current)
-    if number is None:
-        return None
-    number = (number + delta) & _U64 if incr else max(number - delta, 0)
-    text = b"%d" % number
-    if len(text) < len(current):
-        text = text.ljust(len(current))
-    return number, text
