@@ -123,9 +123,11 @@ class Listener:
     pool: Pool | None = None
     server: asyncio.AbstractServer | None = None
 
-    def session(self) -> ClientConnection:
+    def session(self) -> asyncio.BaseProtocol:
+        """A new client's protocol object (duck-typed: the sessions are compiled classes)."""
         assert self.pool is not None
-        return RedisSession(self.pool) if self.pool.config.redis else FirstByte(self.pool)
+        conn: ClientConnection = RedisSession(self.pool) if self.pool.config.redis else FirstByte(self.pool)
+        return cast(asyncio.BaseProtocol, conn)
 
 
 class Proxy(Service):

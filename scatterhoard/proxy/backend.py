@@ -36,6 +36,8 @@ import socket
 from collections import deque
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
+from mypy_extensions import mypyc_attr
+
 from ..errors import ProtocolError
 from ..routing import ServerSpec
 from . import flow
@@ -66,6 +68,7 @@ def error_line(err: int | None) -> bytes:
 
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Waiter:
     """Something waiting for one reply from a backend."""
 
@@ -89,6 +92,7 @@ class _Discard(Waiter):
 DISCARD_MN = _Discard(MN_TAIL)
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class ReplyFramer:
     """Cuts one backend connection's byte stream into replies, one per waiter, in order.
 
@@ -110,13 +114,18 @@ class ReplyFramer:
         raise NotImplementedError
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Dialect:
     """A backend protocol, as the engine sees it (one instance per pool)."""
 
     __slots__ = ()
 
-    #: The health probe sent to an ejected server on a fresh connection.
-    probe_request: bytes = b""
+    # Subclasses override methods, never attributes: this class is compiled (mypyc), and its
+    # compiled callers read attributes natively, past a subclass's class attribute or property.
+
+    def probe_request(self) -> bytes:
+        """The health probe sent to an ejected server on a fresh connection."""
+        raise NotImplementedError
 
     def framer(self) -> ReplyFramer:
         raise NotImplementedError
@@ -291,7 +300,8 @@ class BackendServer:
         return f"<BackendServer {self.name} of pool {self.pool.name}>"
 
 
-class BackendConnection(asyncio.Protocol):
+@mypyc_attr(allow_interpreted_subclasses=True)
+class BackendConnection:  # a duck-typed asyncio protocol (compiled classes cannot derive from asyncio's)
     """One connection to a backend: a pipeline of requests and the waiters for their replies."""
 
     def __init__(self, server: BackendServer, timeout: float | None, probe: bool = False) -> None:
@@ -388,10 +398,11 @@ class BackendConnection(asyncio.Protocol):
         loop = self.ctx.loop
         spec = self.server.spec
         try:
+            me = cast(asyncio.BaseProtocol, self)  # a duck-typed protocol
             if spec.is_unix:
-                coro = loop.create_unix_connection(lambda: self, spec.host)
+                coro = loop.create_unix_connection(lambda: me, spec.host)
             else:
-                coro = loop.create_connection(lambda: self, spec.host, spec.port)
+                coro = loop.create_connection(lambda: me, spec.host, spec.port)
             if self.timeout is not None:
                 await asyncio.wait_for(coro, self.timeout)
             else:
@@ -568,5 +579,5 @@ def start_probe(server: BackendServer) -> None:
     timeout = pool.timeout if pool.timeout is not None else pool.ctx.probe_timeout
     conn = BackendConnection(server, timeout, probe=True)
     server.probe_conn = conn
-    conn.send(server.dialect.probe_request, Probe(server))
+    conn.send(server.dialect.probe_request(), Probe(server))
     conn.connect()

@@ -51,7 +51,9 @@ class BinaryDialect(Dialect):
     """Memcached's binary protocol (the ``"binary"`` variant of a memcached pool's servers)."""
 
     __slots__ = ()
-    probe_request = encode_request(OP_VERSION)
+
+    def probe_request(self) -> bytes:
+        return encode_request(OP_VERSION)
 
     def framer(self) -> ReplyFramer:
         return BinaryFramer()

@@ -48,6 +48,7 @@ event-loop iteration); its requests go over the servers' binary connections
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 from typing import Final, cast
@@ -176,19 +177,12 @@ class BinarySession(ClientConnection):
     """One binary-protocol client connection to a memcached pool's listener."""
 
     def __init__(self, pool: Pool) -> None:
-        self._servers: list[BackendServer] = []
         super().__init__(pool)
         self.parser = BinaryParser(MAX_ITEM_SIZE, magic=REQUEST_MAGIC)
         self.idle = True  # the parser holds no part of a packet (the GET shortcut may be taken)
 
-    # The servers' binary connections, whoever sets the pool's servers (a reload, :meth:`rebind`).
-    @property
-    def servers(self) -> list[BackendServer]:
-        return self._servers
-
-    @servers.setter
-    def servers(self, servers: list[BackendServer]) -> None:
-        self._servers = [s.variant("binary") for s in servers]
+    def servers_for(self, pool: Pool) -> list[BackendServer]:
+        return [s.variant("binary") for s in pool.servers]  # the servers' binary connections
 
     def data_received(self, data: bytes) -> None:
         if self.closing:
@@ -224,7 +218,7 @@ class BinarySession(ClientConnection):
         other request, and all after it, go to the parser.
         """
         queue = self.queue
-        servers = self._servers
+        servers = self.servers
         index_for = self.index_for
         pos = 0
         while len(queue) < self.limit:
@@ -246,7 +240,7 @@ class BinarySession(ClientConnection):
 
     def _handle(self, items: list[Packet | TooLarge]) -> None:
         queue = self.queue
-        servers = self._servers
+        servers = self.servers
         index_for = self.index_for
         local = _LOCAL
         for item in items:
@@ -326,7 +320,7 @@ class BinarySession(ClientConnection):
         parent = FlushSlot(self, p.opcode, p.opaque, len(live))
         self.queue.append(parent)
         data = encode_request(OP_FLUSH, extras=p.extras, opaque=p.opaque)
-        servers = self._servers
+        servers = self.servers
         for index in live:
             server = servers[index]
             (server.active or server.pick()).send(data, FlushPart(parent))
@@ -359,5 +353,5 @@ class FirstByte(ClientConnection):
         pool.sessions.discard(self)
         pool.sessions.add(session)
         self.closed = True  # nothing reaches this object any more
-        transport.set_protocol(session)
+        transport.set_protocol(cast(asyncio.BaseProtocol, session))  # duck-typed protocols
         session.data_received(data)

@@ -107,7 +107,9 @@ class MemcachedDialect(Dialect):
     """Memcached ASCII and meta: ``version`` is the probe; the ``"binary"`` variant is binary clients'."""
 
     __slots__ = ()
-    probe_request = b"version\r\n"
+
+    def probe_request(self) -> bytes:
+        return b"version\r\n"
 
     def framer(self) -> ReplyFramer:
         return MemcachedFramer()

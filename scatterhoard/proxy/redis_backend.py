@@ -169,7 +169,9 @@ class RedisDialect(Dialect):
     """
 
     __slots__ = ("config", "auth", "db", "resp3")
-    probe_request = encode_command(b"PING")
+
+    def probe_request(self) -> bytes:
+        return encode_command(b"PING")
 
     def __init__(self, config: PoolConfig, resp3: bool = False) -> None:
         self.config = config

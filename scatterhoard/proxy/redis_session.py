@@ -137,10 +137,10 @@ class ScanSlot(RedisSlot):
 class RedisSession(ClientConnection):
     """One client connection to a redis pool's listener."""
 
-    no_live_reply = error_reply(errno.ECONNREFUSED)
 
     def __init__(self, pool: Pool) -> None:
         super().__init__(pool)
+        self.no_live_reply = error_reply(errno.ECONNREFUSED)
         self.parser = ProxyRespParser()
         self.authenticated = not pool.config.redis_auth
         self.resp3 = False  # HELLO 3: served over the servers' RESP3 connections

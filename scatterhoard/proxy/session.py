@@ -31,6 +31,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, cast
 
+from mypy_extensions import mypyc_attr
+
 from ..protocol.text import (
     KEY_MAX_LENGTH,
     Arith,
@@ -50,7 +52,7 @@ from ..protocol.text import (
 )
 from ..routing import NoLiveServersError
 from . import flow
-from .backend import LINE, META, QUIET, VALUES, VALUES_CAS, Waiter, error_line
+from .backend import LINE, META, QUIET, VALUES, VALUES_CAS, BackendServer, Waiter, error_line
 from .pool import Pool
 from .stats import VERSION, stats_text
 
@@ -63,6 +65,7 @@ TOO_LARGE = b"SERVER_ERROR object too large for cache\r\n"
 NOREPLY = b" noreply"
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Slot(Waiter):
     """A request's place in its session's reply order; ``reply`` is set when it is answered."""
 
@@ -189,7 +192,8 @@ def _retrieval_prefix(cmd: Get) -> bytes:
     return (b"gats %d " if cmd.with_cas else b"gat %d ") % cmd.exptime
 
 
-class ClientConnection(asyncio.Protocol):
+@mypyc_attr(allow_interpreted_subclasses=True)
+class ClientConnection:  # a duck-typed asyncio protocol (compiled classes cannot derive from asyncio's)
     """What every client connection of a pool shares, whatever its protocol.
 
     Requests that expect a reply take a :class:`Slot` at the end of
@@ -209,7 +213,7 @@ class ClientConnection(asyncio.Protocol):
     def __init__(self, pool: Pool) -> None:
         self.pool = pool
         self.ctx = pool.ctx
-        self.servers = pool.servers
+        self.servers = self.servers_for(pool)
         self.index_for = pool.router.index_for
         self.queue: deque[Slot] = deque()
         self.out: list[bytes] = []
@@ -258,8 +262,12 @@ class ClientConnection(asyncio.Protocol):
         """Route the next requests with ``pool`` (a reload replaced this connection's pool)."""
         self.pool = pool
         self.ctx = pool.ctx
-        self.servers = pool.servers
+        self.servers = self.servers_for(pool)
         self.index_for = pool.router.index_for
+
+    def servers_for(self, pool: Pool) -> list[BackendServer]:
+        """The connections to ``pool``'s servers this session routes to (binary: their binary variants)."""
+        return pool.servers
 
     def eof_received(self) -> bool:
         """The client will send no more: answer what it asked, then close."""
@@ -331,6 +339,7 @@ class ClientConnection(asyncio.Protocol):
             transport.close()
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class ClientSession(ClientConnection):
     """One memcached (text/meta) client connection to a pool's listener."""
 
@@ -355,7 +364,7 @@ class ClientSession(ClientConnection):
                 # forwarded as they are, without the parser, when they are exactly what it would
                 # accept (one key of 1..250 bytes, no space).  The first line that is anything
                 # else, and everything after it, goes to the parser.
-                key = data[4:-2]
+                key = data[4:-2] if len(data) >= 6 else b""  # (mypyc: a slice must not end before it starts)
                 if data[-2:] == b"\r\n" and 10 not in key:  # a single line
                     if key and len(key) <= KEY_MAX_LENGTH and 32 not in key:
                         try:
