@@ -179,6 +179,7 @@ class Router:
         "_idents",
         "_live",
         "_memo_half",
+        "_only",
         "_order",
         "_owners",
         "_random",
@@ -222,6 +223,7 @@ class Router:
         self._owners: list[int] = []
         self._table: list[int] = []
         self._live = frozenset(range(len(specs)))
+        self._only = -1  # the index of a single live server of a one-server pool (no hashing, no memo)
         self._rebuild()
 
     # -- configuration ---------------------------------------------------
@@ -267,6 +269,7 @@ class Router:
     def _rebuild(self) -> None:
         self._hot = {}
         self._cold = {}
+        self._only = 0 if len(self._servers) == 1 and self._live else -1
         live_order = [i for i in self._order if i in self._live]
         if self._distribution == "ketama":
             values, positions = build_ketama([(self._idents[i], self._servers[i].weight) for i in live_order])
@@ -313,6 +316,8 @@ class Router:
 
         Raises :class:`NoLiveServersError` when every server is ejected.
         """
+        if self._only >= 0:
+            return self._only
         index = self._hot.get(key)
         if index is not None:
             return index
