@@ -191,8 +191,11 @@ def test_all_servers_ejected(io: str) -> None:
 
 
 @contextlib.contextmanager
-def fake_server(reply: bytes | None) -> Iterator[int]:
-    """A TCP server that reads requests and answers ``reply`` to each read (None: never answers)."""
+def fake_server(reply: bytes | None, split: int = 0) -> Iterator[int]:
+    """A TCP server that reads requests and answers ``reply`` to each read (None: never answers).
+
+    ``split``: send the first ``split`` bytes of the reply on their own, then the rest 10 ms later.
+    """
     listener = socket.socket()
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", 0))
@@ -208,6 +211,7 @@ def fake_server(reply: bytes | None) -> Iterator[int]:
             except OSError:
                 continue
             conns.append(conn)
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             conn.settimeout(0.1)
             threading.Thread(target=talk, args=(conn,), daemon=True).start()
 
@@ -223,7 +227,10 @@ def fake_server(reply: bytes | None) -> Iterator[int]:
                 return
             if reply is not None:
                 with contextlib.suppress(OSError):
-                    conn.sendall(reply)
+                    if split:
+                        conn.sendall(reply[:split])
+                        time.sleep(0.01)
+                    conn.sendall(reply[split:])
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()

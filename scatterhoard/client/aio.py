@@ -19,7 +19,7 @@ from ..errors import CacheConnectionError, CacheError, CacheTimeoutError, Protoc
 from ..routing import ServerSpec
 from .codec import ConnState, Request
 from .config import Server
-from .core import Batch, ClientCore, Key, Plan, T
+from .core import Batch, ClientCore, Key, Plan, T, is_ok, number
 from .errors import socket_error
 from .pool import AsyncPool
 from .serde import Serde
@@ -193,41 +193,46 @@ class AsyncClient:
         try:
             batch = next(plan)
             while True:
-                if len(batch) != 1:
-                    batch = plan.send(await self._execute_many(batch))
-                    continue
-                # One request (most commands): inline, to save a coroutine per command.
-                server, request = batch[0]
-                pool = self._pools[server]
-                idle = pool.idle
-                if idle and idle[-1].usable:
-                    conn = idle.pop()
+                if len(batch) == 1:
+                    server, request = batch[0]
+                    batch = plan.send([await self._one(server, request)])
                 else:
-                    acquired = await self._acquire(server)
-                    if isinstance(acquired, CacheError):
-                        batch = plan.send([acquired])
-                        continue
-                    conn = acquired
-                try:
-                    loop = asyncio.get_running_loop()
-                    waiter = conn.send(request, loop)
-                    if waiter is not None:
-                        watchdog = self._watchdog
-                        watchdog.watch(conn, loop.time() + self._core.timeout, loop)
-                        try:
-                            await waiter
-                        finally:
-                            watchdog.done(conn)
-                except CacheError as exc:
-                    batch = plan.send([self._fail(server, conn, exc)])
-                    continue
-                except BaseException:
-                    pool.discard(conn)
-                    raise
-                batch = plan.send([self._finish(server, conn, request)])
+                    batch = plan.send(await self._execute_many(batch))
         except StopIteration as stop:
             result: T = stop.value
             return result
+
+    async def _one(self, server: int, request: Request) -> object:
+        """One request (most commands): its result, or the CacheError that stopped it.
+
+        What :meth:`_execute_many` does for many, inline and without gathering.
+        The single-key commands call it directly, without a plan.
+        """
+        pool = self._pools[server]
+        idle = pool.idle
+        if idle and idle[-1].usable:
+            conn = idle.pop()
+        else:
+            acquired = await self._acquire(server)
+            if isinstance(acquired, CacheError):
+                return acquired
+            conn = acquired
+        try:
+            loop = asyncio.get_running_loop()
+            waiter = conn.send(request, loop)
+            if waiter is not None:
+                watchdog = self._watchdog
+                watchdog.watch(conn, loop.time() + self._core.timeout, loop)
+                try:
+                    await waiter
+                finally:
+                    watchdog.done(conn)
+        except CacheError as exc:
+            return self._fail(server, conn, exc)
+        except BaseException:
+            pool.discard(conn)
+            raise
+        return self._finish(server, conn, request)
 
     def _fail(self, server: int, conn: _AioConn | None, exc: BaseException) -> CacheError:
         core = self._core
@@ -327,8 +332,17 @@ class AsyncClient:
     def serde(self) -> Serde:
         return self._core.serde
 
+    # The commonest single-key commands skip the plan machinery: the same steps as the plans in
+    # ClientCore (revive, route, request, answer), awaited one after the other.
+
     async def get(self, key: Key, default: Any = None) -> Any:
-        return await self._run(self._core.get(key, default))
+        core = self._core
+        if core.ejected:
+            await self._run(core.revive())
+        wire, server = core.route(key)
+        result = server if isinstance(server, CacheError) else await self._one(
+            server, core.codec.retrieve((wire,)))
+        return core.got(wire, result, default)
 
     async def get_many(self, keys: Iterable[Key]) -> dict[Any, Any]:
         return await self._run(self._core.get_many(keys))
@@ -340,42 +354,74 @@ class AsyncClient:
         return await self._run(self._core.gat(key, expire, default))
 
     async def set(self, key: Key, value: Any, expire: int | None = None, noreply: bool = False) -> bool:
-        return await self._run(self._core.set(key, value, expire, noreply))
+        return await self._store(self._core.store_command, key, value, expire, noreply)
+
+    async def _store(self, command: str, key: Key, value: Any, expire: int | None, noreply: bool) -> bool:
+        core = self._core
+        if core.ejected:
+            await self._run(core.revive())
+        wire, data, flags, exptime, server = core.store_args(key, value, expire)
+        result = server if isinstance(server, CacheError) else await self._one(
+            server, core.codec.store(command, wire, data, flags, exptime, 0, noreply))
+        return is_ok(core.outcome(result, command))
 
     async def set_many(self, mapping: Mapping[Key, Any] | Iterable[tuple[Key, Any]], expire: int | None = None,
                        noreply: bool = False) -> list[Key]:
         return await self._run(self._core.set_many(mapping, expire, noreply))
 
     async def add(self, key: Key, value: Any, expire: int | None = None, noreply: bool = False) -> bool:
-        return await self._run(self._core.add(key, value, expire, noreply))
+        return await self._store("add", key, value, expire, noreply)
 
     async def replace(self, key: Key, value: Any, expire: int | None = None, noreply: bool = False) -> bool:
-        return await self._run(self._core.replace(key, value, expire, noreply))
+        return await self._store("replace", key, value, expire, noreply)
 
     async def append(self, key: Key, value: Any, noreply: bool = False) -> bool:
-        return await self._run(self._core.append(key, value, noreply))
+        return await self._store("append", key, value, 0, noreply)
 
     async def prepend(self, key: Key, value: Any, noreply: bool = False) -> bool:
-        return await self._run(self._core.prepend(key, value, noreply))
+        return await self._store("prepend", key, value, 0, noreply)
 
     async def cas(self, key: Key, value: Any, cas: int, expire: int | None = None,
                   noreply: bool = False) -> bool | None:
         return await self._run(self._core.cas(key, value, cas, expire, noreply))
 
     async def delete(self, key: Key, noreply: bool = False) -> bool:
-        return await self._run(self._core.delete(key, noreply))
+        core = self._core
+        if core.ejected:
+            await self._run(core.revive())
+        wire, server = core.route(key)
+        result = server if isinstance(server, CacheError) else await self._one(
+            server, core.codec.delete(wire, noreply))
+        return is_ok(core.outcome(result, "delete"))
 
     async def delete_many(self, keys: Iterable[Key], noreply: bool = False) -> bool:
         return await self._run(self._core.delete_many(keys, noreply))
 
     async def incr(self, key: Key, delta: int = 1, noreply: bool = False) -> int | None:
-        return await self._run(self._core.incr(key, delta, noreply))
+        return await self._arith("incr", key, delta, noreply)
 
     async def decr(self, key: Key, delta: int = 1, noreply: bool = False) -> int | None:
-        return await self._run(self._core.decr(key, delta, noreply))
+        return await self._arith("decr", key, delta, noreply)
+
+    async def _arith(self, what: str, key: Key, delta: int, noreply: bool) -> int | None:
+        core = self._core
+        delta = core._delta(delta)
+        if core.ejected:
+            await self._run(core.revive())
+        wire, server = core.route(key)
+        result = server if isinstance(server, CacheError) else await self._one(
+            server, core.codec.arith(wire, delta, what == "incr", noreply))
+        return number(core.outcome(result, what))
 
     async def touch(self, key: Key, expire: int, noreply: bool = False) -> bool:
-        return await self._run(self._core.touch(key, expire, noreply))
+        core = self._core
+        exptime = core._exptime(expire)
+        if core.ejected:
+            await self._run(core.revive())
+        wire, server = core.route(key)
+        result = server if isinstance(server, CacheError) else await self._one(
+            server, core.codec.touch(wire, exptime, noreply))
+        return is_ok(core.outcome(result, "touch"))
 
     async def flush_all(self, delay: int = 0, noreply: bool = False) -> bool:
         return await self._run(self._core.flush_all(delay, noreply))

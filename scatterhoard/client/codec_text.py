@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Final
 
 from ..errors import CacheError, ServerError
@@ -27,13 +27,21 @@ from .request import EXISTS, NOT_FOUND, NOT_STORED, OK, Decode, Request
 
 __all__ = [
     "GET_CHUNK",
+    "QUICK_CODE",
+    "QUICK_NUMBER",
+    "QUICK_VALUES",
+    "Quick",
     "TextCodec",
     "TextConnState",
     "TextRequest",
     "decode_ok",
     "decode_stats",
     "decode_version",
+    "single_line",
     "unexpected_reply",
+    "whole_code",
+    "whole_number",
+    "whole_values",
 ]
 
 GET_CHUNK: Final = 256
@@ -87,10 +95,15 @@ class TextConnState:
             request = pending[0]
             expects = request.expects
             if len(expects) == 1:
-                if expects[0] is _LINE_KIND and data.find(b"\r\n") == len(data) - 2:
-                    whole: LineReply | ValuesReply | None = _tuple_new(LineReply, (data[:-2], data))
-                else:
-                    whole = _whole_reply(expects[0], data)
+                whole: LineReply | ValuesReply | None = None
+                if expects[0] is _LINE_KIND:
+                    line = single_line(data)
+                    if line is not None:
+                        whole = _tuple_new(LineReply, (line, data))
+                elif expects[0] is _VALUES_KIND:
+                    values = whole_values(data)
+                    if values is not None:
+                        whole = _tuple_new(ValuesReply, (values, data))
                 if whole is not None:
                     request.replies.append(whole)
                     request.done = True
@@ -115,39 +128,40 @@ class TextConnState:
         return not self._pending
 
 
-def _whole_reply(kind: Expect, data: bytes) -> LineReply | ValuesReply | None:
-    """``data`` decoded when it is exactly one complete VALUES reply, else None (nothing consumed).
+def single_line(data: bytes) -> bytes | None:
+    """``data`` without its CRLF when it is exactly one line, else None."""
+    end = len(data) - 2
+    return data[:end] if end >= 0 and data.find(b"\r\n") == end else None
+
+
+def whole_values(data: bytes) -> list[Value] | None:
+    """The values of ``data`` when it is exactly one complete VALUES reply, else None.
 
     The values are walked by their announced sizes, so a value that contains
     ``END`` lines cannot fool it; anything unusual is left to the parser.
     """
-    if kind is not _VALUES_KIND or not data.endswith(b"END\r\n"):
+    if not data.endswith(b"END\r\n"):
         return None
     values: list[Value] = []
-    append = values.append
     pos = 0
     last = len(data) - 5
-    find = data.find
     try:
         while pos < last:
-            if not data.startswith(b"VALUE ", pos):
-                return None
-            eol = find(b"\r\n", pos)
-            parts = data[pos + 6:eol].split(b" ")
+            eol = data.find(b"\r\n", pos)
+            parts = data[pos:eol].split(b" ")  # VALUE key flags size [cas]
             n = len(parts)
-            if n != 3 and n != 4:
+            if (n != 4 and n != 5) or parts[0] != b"VALUE":
                 return None
             start = eol + 2
-            end = start + int(parts[2])
-            if data[end:end + 2] != b"\r\n":
+            pos = start + int(parts[3])
+            if data[pos:pos + 2] != b"\r\n":
                 return None
-            append(_tuple_new(Value, (parts[0], int(parts[1]), data[start:end], int(parts[3]) if n == 4 else 0)))
-            pos = end + 2
+            values.append(_tuple_new(Value, (parts[1], int(parts[2]), data[start:pos],
+                                             int(parts[4]) if n == 5 else 0)))
+            pos += 2
     except ValueError:
         return None
-    if pos != last:
-        return None
-    return _tuple_new(ValuesReply, (values, data))
+    return values if pos == last else None
 
 
 
@@ -238,6 +252,46 @@ def decode_ok(request: Request) -> object:
     if code != OK:
         raise ServerError(f"{request.what}: unexpected reply")
     return OK
+
+
+def whole_code(data: bytes) -> int | None:
+    """The result code when ``data`` is exactly one line that has one (STORED, NOT_FOUND...), else None."""
+    line = single_line(data)
+    return None if line is None else _LINE_CODES.get(line)
+
+
+def whole_number(data: bytes) -> int | None:
+    """incr/decr's new value when ``data`` is exactly one line of digits, else None."""
+    line = single_line(data)
+    return int(line) if line is not None and line.isdigit() else None
+
+
+class Quick:
+    """How a client reads the reply to one single-key request without a :class:`TextConnState`.
+
+    ``parse(data)`` is the result a :meth:`request` would decode to, when
+    ``data`` is exactly that reply in its commonest form (a whole VALUES
+    reply, a STORED/DELETED/... line, a number); None for anything else,
+    which the request then reads the general way (more reads, error lines).
+    """
+
+    __slots__ = ("decode", "expects", "parse")
+
+    def __init__(self, parse: Callable[[bytes], object], expects: tuple[Expect, ...], decode: Decode) -> None:
+        self.parse = parse
+        self.expects = expects
+        self.decode = decode
+
+    def request(self, what: str, data: bytes) -> TextRequest:
+        return TextRequest(what, data, self.expects, self.decode)
+
+
+QUICK_VALUES: Final = Quick(whole_values, _VALUES, _text_values)
+"""get (one key, no cas)."""
+QUICK_CODE: Final = Quick(whole_code, _LINE, _text_code)
+"""Storage commands, delete, touch (with a reply)."""
+QUICK_NUMBER: Final = Quick(whole_number, _LINE, _text_arith)
+"""incr/decr (with a reply)."""
 
 
 class TextCodec:

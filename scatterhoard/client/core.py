@@ -4,13 +4,23 @@ A *plan* is a generator.  It yields a batch -- a list of ``(server index,
 Request)`` pairs that can go out together -- and receives one result per pair:
 the request's decoded result, or the :class:`~scatterhoard.errors.CacheError`
 that stopped it.  It returns the command's value.  :class:`Client` runs plans
-with blocking sockets and :class:`AsyncClient` with asyncio; neither knows
-any command, and :class:`ClientCore` knows no socket::
+with blocking sockets and :class:`AsyncClient` with asyncio, and
+:class:`ClientCore` knows no socket::
 
     def get(self, key, default=None):          # in ClientCore
-        wire = self._key(key)
+        wire, server = self.route(key)
         result = (yield [(server, codec.retrieve((wire,)))])[0]
-        ...
+        return self.got(wire, result, default)
+
+A generator costs a few microseconds per command, a lot next to a round
+trip on a local network, so the commonest single-key commands (get, the
+stores, delete, incr/decr, touch) also run without one: the clients call
+the same steps directly -- :meth:`ClientCore.revive` when a server is
+ejected, :meth:`~ClientCore.route` or :meth:`~ClientCore.store_args`, the
+request, then :meth:`~ClientCore.got` or :meth:`~ClientCore.outcome` --
+and so answer exactly as the plans do.  ``Client`` does it for the text
+protocol (with :class:`~scatterhoard.client.codec_text.Quick` replies),
+``AsyncClient`` for every protocol.
 
 The I/O loops report each server's health back (:meth:`ClientCore.io_ok`,
 :meth:`ClientCore.io_failed`); after ``failure_limit`` failures in a row a
@@ -64,8 +74,14 @@ _PROTOCOLS: Final = ("text", "meta", "binary")
 _CONNECTION_ERRORS: Final = (CacheConnectionError, CacheTimeoutError)
 
 
-def _stored(code: int | None) -> bool:
+def is_ok(code: int | None) -> bool:
+    """The answer of set/add/.../delete/touch: True when the server said so (STORED, DELETED...)."""
     return code == OK
+
+
+def number(value: int | None) -> int | None:
+    """The answer of incr/decr: the new value, None for a missing key (or a failure)."""
+    return None if value is None else int(value)
 
 
 def _cas_answer(code: int | None) -> bool | None:
@@ -209,7 +225,7 @@ class ClientCore:
     def is_connection_failure(exc: BaseException) -> bool:
         return isinstance(exc, _CONNECTION_ERRORS)
 
-    def _revive(self) -> Plan[None]:
+    def revive(self) -> Plan[None]:
         """Probe the ejected servers whose retry time has come (at most one probe per retry period)."""
         now = time.monotonic()
         due = [i for i in sorted(self.ejected) if self._retry_at[i] <= now]
@@ -230,6 +246,18 @@ class ClientCore:
         else:
             log.warning("%s failed: %s; answering %r", what, exc, value)
         return value
+
+    def outcome(self, result: Any, what: str, fallback: Any = None) -> Any:
+        """A single-server command's ``result``; for the error that stopped it, :meth:`_fallback`'s answer."""
+        return self._fallback(result, what, fallback) if isinstance(result, BaseException) else result
+
+    def route(self, key: Key) -> tuple[bytes, int | CacheError]:
+        """A single-key command's wire key and server index (or the NoLiveServersError that answers it)."""
+        wire = self._key(key)
+        try:
+            return wire, self.router.index_for(wire)
+        except NoLiveServersError as exc:
+            return wire, exc
 
     def _key(self, key: Key) -> bytes:
         """The key as sent: UTF-8 for str; md5 hex for an unusable one (long_keys='hash')."""
@@ -270,25 +298,43 @@ class ClientCore:
             raise ValueError(f"delta must be an int from 0 to 2**64-1, not {delta!r}")
         return delta
 
+    def _too_large(self, wire: bytes, data: bytes) -> ValueTooLargeError:
+        return ValueTooLargeError(f"value for key {wire[:60]!r} is {len(data)} bytes; "
+                                  f"the item size limit is {self.max_value_size} (max_value_size)")
+
     def _value(self, wire: bytes, value: Any) -> tuple[bytes, int]:
         data, flags = self.serde.serialize(wire, value)
         if len(data) > self.max_value_size:
-            raise ValueTooLargeError(f"value for key {wire[:60]!r} is {len(data)} bytes; "
-                                     f"the item size limit is {self.max_value_size} (max_value_size)")
+            raise self._too_large(wire, data)
         return data, flags
+
+    def store_args(self, key: Key, value: Any,
+                   expire: int | None) -> tuple[bytes, bytes, int, int, int | CacheError]:
+        """``(wire key, data, flags, exptime, server)`` for a single-key store.
+
+        ``server`` is instead the error that answers the command when the value
+        is too large or no server is live (nothing is sent then).
+        """
+        wire, server = self.route(key)
+        exptime = self.default_expire if expire is None else self._exptime(expire)
+        data, flags = self.serde.serialize(wire, value)
+        if len(data) > self.max_value_size:
+            server = self._too_large(wire, data)
+        return wire, data, flags, exptime, server
 
     # -- retrieval ---------------------------------------------------------------------------------
 
     def _get_one(self, key: Key, default: Any, cas: bool, touch: int | None, what: str) -> Plan[Any]:
         if self.ejected:
-            yield from self._revive()
-        wire = self._key(key)
+            yield from self.revive()
+        wire, server = self.route(key)
+        result = server if isinstance(server, CacheError) else (
+            yield [(server, self.codec.retrieve((wire,), cas, touch))])[0]
+        return self.got(wire, result, default, cas, what)
+
+    def got(self, wire: bytes, result: Any, default: Any, cas: bool = False, what: str = "get") -> Any:
+        """A single-key retrieval's answer from its result: the hits, or the error that stopped it."""
         miss = (default, None) if cas else default
-        try:
-            server = self.router.index_for(wire)
-        except NoLiveServersError as exc:
-            return self._fallback(exc, what, miss)
-        result = (yield [(server, self.codec.retrieve((wire,), cas, touch))])[0]
         if isinstance(result, BaseException):
             return self._fallback(result, what, miss)
         if not result:
@@ -308,7 +354,7 @@ class ClientCore:
 
     def get_many(self, keys: Iterable[Key]) -> Plan[dict[Any, Any]]:
         if self.ejected:
-            yield from self._revive()
+            yield from self.revive()
         wires: dict[bytes, Key] = {}
         key_of = self._key
         for key in keys:
@@ -339,35 +385,26 @@ class ClientCore:
                answer: Callable[[int | None], T], cas: int = 0) -> Plan[T]:
         """``answer(result code)``; the code is None when the command failed (and on_error='miss')."""
         if self.ejected:
-            yield from self._revive()
-        wire = self._key(key)
-        exptime = self.default_expire if expire is None else self._exptime(expire)
-        try:
-            data, flags = self.serde.serialize(wire, value)
-            if len(data) > self.max_value_size:
-                self._value(wire, data)  # raises the explanation
-            server = self.router.index_for(wire)
-        except (ValueTooLargeError, NoLiveServersError) as exc:
-            return answer(self._fallback(exc, command, None))
-        result = (yield [(server, self.codec.store(command, wire, data, flags, exptime, cas, noreply))])[0]
-        if isinstance(result, BaseException):
-            return answer(self._fallback(result, command, None))
-        return answer(result)
+            yield from self.revive()
+        wire, data, flags, exptime, server = self.store_args(key, value, expire)
+        result = server if isinstance(server, CacheError) else (
+            yield [(server, self.codec.store(command, wire, data, flags, exptime, cas, noreply))])[0]
+        return answer(self.outcome(result, command))
 
     def set(self, key: Key, value: Any, expire: int | None = None, noreply: bool = False) -> Plan[bool]:
-        return self._store(self.store_command, key, value, expire, noreply, _stored)
+        return self._store(self.store_command, key, value, expire, noreply, is_ok)
 
     def add(self, key: Key, value: Any, expire: int | None = None, noreply: bool = False) -> Plan[bool]:
-        return self._store("add", key, value, expire, noreply, _stored)
+        return self._store("add", key, value, expire, noreply, is_ok)
 
     def replace(self, key: Key, value: Any, expire: int | None = None, noreply: bool = False) -> Plan[bool]:
-        return self._store("replace", key, value, expire, noreply, _stored)
+        return self._store("replace", key, value, expire, noreply, is_ok)
 
     def append(self, key: Key, value: Any, noreply: bool = False) -> Plan[bool]:
-        return self._store("append", key, value, 0, noreply, _stored)
+        return self._store("append", key, value, 0, noreply, is_ok)
 
     def prepend(self, key: Key, value: Any, noreply: bool = False) -> Plan[bool]:
-        return self._store("prepend", key, value, 0, noreply, _stored)
+        return self._store("prepend", key, value, 0, noreply, is_ok)
 
     def cas(self, key: Key, value: Any, cas: int, expire: int | None = None,
             noreply: bool = False) -> Plan[bool | None]:
@@ -379,7 +416,7 @@ class ClientCore:
                  noreply: bool = False) -> Plan[list[Key]]:
         """The keys that were not stored."""
         if self.ejected:
-            yield from self._revive()
+            yield from self.revive()
         pairs = mapping.items() if isinstance(mapping, Mapping) else mapping
         exptime = self._expire(expire)
         command = self.store_command
@@ -425,25 +462,19 @@ class ClientCore:
 
     def _simple(self, what: str, key: Key, build: Any, fallback: Any) -> Plan[Any]:
         if self.ejected:
-            yield from self._revive()
-        wire = self._key(key)
-        try:
-            server = self.router.index_for(wire)
-        except NoLiveServersError as exc:
-            return self._fallback(exc, what, fallback)
-        result = (yield [(server, build(wire))])[0]
-        if isinstance(result, BaseException):
-            return self._fallback(result, what, fallback)
-        return result
+            yield from self.revive()
+        wire, server = self.route(key)
+        result = server if isinstance(server, CacheError) else (yield [(server, build(wire))])[0]
+        return self.outcome(result, what, fallback)
 
     def delete(self, key: Key, noreply: bool = False) -> Plan[bool]:
         code = yield from self._simple("delete", key, lambda wire: self.codec.delete(wire, noreply), None)
-        return bool(code == OK)
+        return is_ok(code)
 
     def delete_many(self, keys: Iterable[Key], noreply: bool = False) -> Plan[bool]:
         """True when every server holding some of the keys answered (whether or not the keys existed)."""
         if self.ejected:
-            yield from self._revive()
+            yield from self.revive()
         wires = list(dict.fromkeys(self._key(key) for key in keys))
         if not wires:
             return True
@@ -468,26 +499,26 @@ class ClientCore:
         delta = self._delta(delta)
         value = yield from self._simple("incr", key, lambda wire: self.codec.arith(wire, delta, True, noreply),
                                         None)
-        return None if value is None else int(value)
+        return number(value)
 
     def decr(self, key: Key, delta: int = 1, noreply: bool = False) -> Plan[int | None]:
         delta = self._delta(delta)
         value = yield from self._simple("decr", key, lambda wire: self.codec.arith(wire, delta, False, noreply),
                                         None)
-        return None if value is None else int(value)
+        return number(value)
 
     def touch(self, key: Key, expire: int, noreply: bool = False) -> Plan[bool]:
         exptime = self._exptime(expire)
         code = yield from self._simple("touch", key, lambda wire: self.codec.touch(wire, exptime, noreply),
                                        None)
-        return bool(code == OK)
+        return is_ok(code)
 
     # -- every server ------------------------------------------------------------------------------
 
     def _each(self, what: str, build: Any) -> Plan[tuple[int, dict[str, Any]]]:
         """Send one request to every live server: (servers asked, label -> result without failures)."""
         if self.ejected:
-            yield from self._revive()
+            yield from self.revive()
         live = sorted(self.router.live)
         if not live:
             self._fallback(NoLiveServersError(f"all {len(self.servers)} servers are ejected"), what, None)

@@ -12,10 +12,12 @@ from types import TracebackType
 from typing import Any
 
 from ..errors import CacheConnectionError, CacheError, CacheTimeoutError, ProtocolError, ServerError
+from ..protocol.text_client import encode_arith, encode_delete, encode_get, encode_store, encode_touch
 from ..routing import ServerSpec
 from .codec import ConnState, Request
+from .codec_text import QUICK_CODE, QUICK_NUMBER, QUICK_VALUES, Quick
 from .config import Server
-from .core import Batch, ClientCore, Key, Plan, T
+from .core import Batch, ClientCore, Key, Plan, T, is_ok, number
 from .errors import socket_error
 from .pool import SyncPool
 from .serde import Serde
@@ -119,6 +121,9 @@ class Client:
             SyncPool(self._connector(i), core.max_pool_size, core.timeout, core.labels[i])
             for i in range(len(core.servers))
         ]
+        # The commonest single-key commands skip the plan machinery with the text protocol
+        # (see _quick); everything else, and every command of the other protocols, runs a plan.
+        self._text = core.protocol == "text"
 
     # -- plumbing ----------------------------------------------------------------------------------
 
@@ -167,8 +172,13 @@ class Client:
         return error
 
     def _acquire(self, server: int) -> _Conn | CacheError:
+        pool = self._pools[server]
         try:
-            return self._pools[server].acquire()
+            return pool.idle.pop()  # the common case, without the pool's lock
+        except IndexError:
+            pass
+        try:
+            return pool.acquire()
         except CacheTimeoutError as exc:  # pool exhausted: not the server's fault
             return exc
         except OSError as exc:
@@ -205,13 +215,9 @@ class Client:
             return self._execute_many(batch)
         server, request = batch[0]
         pool = self._pools[server]
-        try:
-            conn = pool.idle.pop()
-        except IndexError:
-            acquired = self._acquire(server)
-            if isinstance(acquired, CacheError):
-                return [acquired]
-            conn = acquired
+        conn = self._acquire(server)
+        if isinstance(conn, CacheError):
+            return [conn]
         try:
             sock = conn.sock
             state = conn.state
@@ -243,6 +249,47 @@ class Client:
             return [exc]
         except ProtocolError as exc:
             return [ServerError(f"{core.labels[server]}: {exc}")]
+
+    def _quick(self, server: int, what: str, data: bytes, quick: Quick) -> object:
+        """One single-key text request, without a plan: what :meth:`_execute` gives for a batch of one.
+
+        ``data`` is the request as :class:`TextCodec` encodes it and ``quick``
+        how its reply reads.  When the reply comes back whole in one read (the
+        common case) it is decoded right here, without a request object or the
+        connection's state; otherwise ``quick.request`` takes over where the
+        general path would have been.
+        """
+        if len(data) > SEND_ALL_LIMIT:
+            return self._execute([(server, quick.request(what, data))])[0]
+        conn = self._acquire(server)
+        if isinstance(conn, CacheError):
+            return conn
+        request = None
+        try:
+            sock = conn.sock
+            sock.sendall(data)
+            reply = sock.recv(RECV_SIZE)
+            if not reply:
+                raise CacheConnectionError("connection closed by the server")
+            result = quick.parse(reply)
+            if result is None:
+                request = quick.request(what, data)
+                conn.state.submit(request)
+                conn.state.feed(reply)
+                if not request.done:
+                    self._read(conn, request)
+        except (OSError, CacheError, ProtocolError) as exc:
+            return self._fail(server, conn, exc)
+        except BaseException:
+            self._pools[server].discard(conn)
+            raise
+        if request is not None:
+            return self._finish(server, conn, request)
+        self._pools[server].release(conn)
+        core = self._core
+        if core.failures[server]:
+            core.io_ok(server)
+        return result
 
     def _execute_many(self, batch: Batch) -> list[object]:
         results: list[object] = [None] * len(batch)
@@ -360,7 +407,15 @@ class Client:
 
     def get(self, key: Key, default: Any = None) -> Any:
         """The value of ``key``, or ``default``."""
-        return self._run(self._core.get(key, default))
+        core = self._core
+        if not self._text:
+            return self._run(core.get(key, default))
+        if core.ejected:
+            self._run(core.revive())
+        wire, server = core.route(key)
+        result = server if isinstance(server, CacheError) else self._quick(
+            server, "get", encode_get([wire]), QUICK_VALUES)
+        return core.got(wire, result, default)
 
     def get_many(self, keys: Iterable[Key]) -> dict[Any, Any]:
         """``{key: value}`` for the keys found (one pipelined request per server)."""
@@ -376,7 +431,19 @@ class Client:
 
     def set(self, key: Key, value: Any, expire: int | None = None, noreply: bool = False) -> bool:
         """Store (``add`` instead with mode="add"); True when stored."""
-        return self._run(self._core.set(key, value, expire, noreply))
+        if not self._text or noreply:
+            return self._run(self._core.set(key, value, expire, noreply))
+        return self._store(self._core.store_command, key, value, expire)
+
+    def _store(self, command: str, key: Key, value: Any, expire: int | None) -> bool:
+        """set/add/replace/append/prepend with a reply, text protocol (the plans' _store, minus the plan)."""
+        core = self._core
+        if core.ejected:
+            self._run(core.revive())
+        wire, data, flags, exptime, server = core.store_args(key, value, expire)
+        result = server if isinstance(server, CacheError) else self._quick(
+            server, command, encode_store(command.encode(), wire, data, flags, exptime), QUICK_CODE)
+        return is_ok(core.outcome(result, command))
 
     def set_many(self, mapping: Mapping[Key, Any] | Iterable[tuple[Key, Any]], expire: int | None = None,
                  noreply: bool = False) -> list[Key]:
@@ -385,19 +452,27 @@ class Client:
 
     def add(self, key: Key, value: Any, expire: int | None = None, noreply: bool = False) -> bool:
         """Store only if absent."""
-        return self._run(self._core.add(key, value, expire, noreply))
+        if not self._text or noreply:
+            return self._run(self._core.add(key, value, expire, noreply))
+        return self._store("add", key, value, expire)
 
     def replace(self, key: Key, value: Any, expire: int | None = None, noreply: bool = False) -> bool:
         """Store only if present."""
-        return self._run(self._core.replace(key, value, expire, noreply))
+        if not self._text or noreply:
+            return self._run(self._core.replace(key, value, expire, noreply))
+        return self._store("replace", key, value, expire)
 
     def append(self, key: Key, value: Any, noreply: bool = False) -> bool:
         """Add bytes after an existing value."""
-        return self._run(self._core.append(key, value, noreply))
+        if not self._text or noreply:
+            return self._run(self._core.append(key, value, noreply))
+        return self._store("append", key, value, 0)
 
     def prepend(self, key: Key, value: Any, noreply: bool = False) -> bool:
         """Add bytes before an existing value."""
-        return self._run(self._core.prepend(key, value, noreply))
+        if not self._text or noreply:
+            return self._run(self._core.prepend(key, value, noreply))
+        return self._store("prepend", key, value, 0)
 
     def cas(self, key: Key, value: Any, cas: int, expire: int | None = None,
             noreply: bool = False) -> bool | None:
@@ -406,7 +481,15 @@ class Client:
 
     def delete(self, key: Key, noreply: bool = False) -> bool:
         """True when the key existed."""
-        return self._run(self._core.delete(key, noreply))
+        core = self._core
+        if not self._text or noreply:
+            return self._run(core.delete(key, noreply))
+        if core.ejected:
+            self._run(core.revive())
+        wire, server = core.route(key)
+        result = server if isinstance(server, CacheError) else self._quick(
+            server, "delete", encode_delete(wire), QUICK_CODE)
+        return is_ok(core.outcome(result, "delete"))
 
     def delete_many(self, keys: Iterable[Key], noreply: bool = False) -> bool:
         """Delete many (pipelined per server); True when every server answered."""
@@ -414,15 +497,38 @@ class Client:
 
     def incr(self, key: Key, delta: int = 1, noreply: bool = False) -> int | None:
         """The new value, or None when the key does not exist."""
-        return self._run(self._core.incr(key, delta, noreply))
+        if not self._text or noreply:
+            return self._run(self._core.incr(key, delta, noreply))
+        return self._arith("incr", key, delta)
 
     def decr(self, key: Key, delta: int = 1, noreply: bool = False) -> int | None:
         """The new value (not below 0), or None when the key does not exist."""
-        return self._run(self._core.decr(key, delta, noreply))
+        if not self._text or noreply:
+            return self._run(self._core.decr(key, delta, noreply))
+        return self._arith("decr", key, delta)
+
+    def _arith(self, what: str, key: Key, delta: int) -> int | None:
+        core = self._core
+        delta = core._delta(delta)
+        if core.ejected:
+            self._run(core.revive())
+        wire, server = core.route(key)
+        result = server if isinstance(server, CacheError) else self._quick(
+            server, what, encode_arith(wire, delta, what == "incr"), QUICK_NUMBER)
+        return number(core.outcome(result, what))
 
     def touch(self, key: Key, expire: int, noreply: bool = False) -> bool:
         """Set a new expiry; True when the key exists."""
-        return self._run(self._core.touch(key, expire, noreply))
+        core = self._core
+        if not self._text or noreply:
+            return self._run(core.touch(key, expire, noreply))
+        exptime = core._exptime(expire)
+        if core.ejected:
+            self._run(core.revive())
+        wire, server = core.route(key)
+        result = server if isinstance(server, CacheError) else self._quick(
+            server, "touch", encode_touch(wire, exptime), QUICK_CODE)
+        return is_ok(core.outcome(result, "touch"))
 
     def flush_all(self, delay: int = 0, noreply: bool = False) -> bool:
         """Invalidate every item on every live server; True when all of them did."""
