@@ -11,7 +11,7 @@ one watchdog timer per client rather than one timer per operation.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, cast
 
@@ -335,14 +335,20 @@ class AsyncClient:
     # The commonest single-key commands skip the plan machinery: the same steps as the plans in
     # ClientCore (revive, route, request, answer), awaited one after the other.
 
-    async def get(self, key: Key, default: Any = None) -> Any:
+    async def _keyed(self, key: Key, build: Callable[[bytes], Request]) -> tuple[bytes, object]:
+        """Revive due servers, route ``key``, send ``build(wire key)``: (wire key, reply or error)."""
         core = self._core
         if core.ejected:
             await self._run(core.revive())
         wire, server = core.route(key)
-        result = server if isinstance(server, CacheError) else await self._one(
-            server, core.codec.retrieve((wire,)))
-        return core.got(wire, result, default)
+        if isinstance(server, CacheError):
+            return wire, server
+        return wire, await self._one(server, build(wire))
+
+    async def get(self, key: Key, default: Any = None) -> Any:
+        codec = self._core.codec
+        wire, result = await self._keyed(key, lambda w: codec.retrieve((w,)))
+        return self._core.got(wire, result, default)
 
     async def get_many(self, keys: Iterable[Key]) -> dict[Any, Any]:
         return await self._run(self._core.get_many(keys))
@@ -386,13 +392,9 @@ class AsyncClient:
         return await self._run(self._core.cas(key, value, cas, expire, noreply))
 
     async def delete(self, key: Key, noreply: bool = False) -> bool:
-        core = self._core
-        if core.ejected:
-            await self._run(core.revive())
-        wire, server = core.route(key)
-        result = server if isinstance(server, CacheError) else await self._one(
-            server, core.codec.delete(wire, noreply))
-        return is_ok(core.outcome(result, "delete"))
+        codec = self._core.codec
+        _, result = await self._keyed(key, lambda w: codec.delete(w, noreply))
+        return is_ok(self._core.outcome(result, "delete"))
 
     async def delete_many(self, keys: Iterable[Key], noreply: bool = False) -> bool:
         return await self._run(self._core.delete_many(keys, noreply))
@@ -406,21 +408,15 @@ class AsyncClient:
     async def _arith(self, what: str, key: Key, delta: int, noreply: bool) -> int | None:
         core = self._core
         delta = core._delta(delta)
-        if core.ejected:
-            await self._run(core.revive())
-        wire, server = core.route(key)
-        result = server if isinstance(server, CacheError) else await self._one(
-            server, core.codec.arith(wire, delta, what == "incr", noreply))
+        codec = core.codec
+        _, result = await self._keyed(key, lambda w: codec.arith(w, delta, what == "incr", noreply))
         return number(core.outcome(result, what))
 
     async def touch(self, key: Key, expire: int, noreply: bool = False) -> bool:
         core = self._core
         exptime = core._exptime(expire)
-        if core.ejected:
-            await self._run(core.revive())
-        wire, server = core.route(key)
-        result = server if isinstance(server, CacheError) else await self._one(
-            server, core.codec.touch(wire, exptime, noreply))
+        codec = core.codec
+        _, result = await self._keyed(key, lambda w: codec.touch(w, exptime, noreply))
         return is_ok(core.outcome(result, "touch"))
 
     async def flush_all(self, delay: int = 0, noreply: bool = False) -> bool:
