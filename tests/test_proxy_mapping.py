@@ -36,10 +36,6 @@ POOL_SPECS = [(f"m_{h}_{d}", h, d) for d in DISTRIBUTIONS for h in HASH_NAMES]
 POOLS = [name for name, _, _ in POOL_SPECS]
 
 
-def _ports(count: int) -> list[int]:
-    return ports.free_ports(count)
-
-
 def _config(backends: list[int], listens: list[int]) -> str:
     out = []
     for (name, hash_name, dist), listen in zip(POOL_SPECS, listens, strict=True):
@@ -131,7 +127,7 @@ def nutcracker_and_hoard(stack: contextlib.ExitStack, backends: list[int],
     keys = {pool: _keys(pool) for pool in POOLS}
     result = []
     for tag, exe in (("nutcracker", [nutcracker]), ("hoard", hoard_argv("proxy"))):
-        *listens, stats = _ports(len(POOLS) + 1)
+        *listens, stats = ports.free_ports(len(POOLS) + 1)
         with contextlib.ExitStack() as proxy_stack:
             _start(exe, config(backends, listens), listens, stats, workdir, tag, proxy_stack)
             for pool, listen in zip(POOLS, listens, strict=True):
@@ -208,7 +204,7 @@ def test_random_distribution_spreads_keys_over_every_server() -> None:
     with contextlib.ExitStack() as stack:
         workdir = stack.enter_context(temp_dir())
         backends: list[int | str] = [stack.enter_context(memcached()) for _ in range(4)]
-        listen, stats = _ports(2)
+        listen, stats = ports.free_ports(2)
         conf = (f"rnd:\n  listen: 127.0.0.1:{listen}\n  hash: md5\n  distribution: random\n  servers:\n"
                 + "".join(f"   - 127.0.0.1:{p}:1\n" for p in backends))
         _start(hoard_argv("proxy"), conf, [listen], stats, workdir, "random", stack)
@@ -231,7 +227,7 @@ def test_unix_socket_servers_and_listener_same_as_nutcracker() -> None:
         placements = []
         for tag, exe in (("nutcracker", [nutcracker]), ("hoard", hoard_argv("proxy"))):
             listen = os.path.join(workdir, f"{tag}.sock")
-            stats = _ports(1)[0]
+            stats = ports.free_port()
             conf = Path(workdir, f"{tag}-unix.yml")
             conf.write_text(f"ux:\n  listen: {listen} 0600\n  hash: md5\n  distribution: ketama\n"
                             "  servers:\n" + "".join(f"   - {s}\n" for s in servers))

@@ -224,11 +224,6 @@ def _pool_yaml(pool: Pool) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _distinct_ports(count: int) -> list[int]:
-    """``count`` different free ports."""
-    return ports.free_ports(count)
-
-
 @contextlib.contextmanager
 def _nutcracker(pools: list[Pool], workdir: str) -> Iterator[None]:
     """One nutcracker serving ``pools`` (their listen ports are chosen here); retried on a port race."""
@@ -237,7 +232,7 @@ def _nutcracker(pools: list[Pool], workdir: str) -> Iterator[None]:
     log = Path(workdir, "nutcracker.log")
     failure = ""
     for _attempt in range(3):
-        *listens, stats = _distinct_ports(len(pools) + 1)
+        *listens, stats = ports.free_ports(len(pools) + 1)
         for pool, listen in zip(pools, listens, strict=True):
             pool.listen = listen
         conf.write_text("".join(_pool_yaml(p) for p in pools))

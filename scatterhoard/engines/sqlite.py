@@ -204,15 +204,11 @@ class SqliteStore(RecordStore):
         return row_item
 
     def mark_win(self, key: bytes, item: Item) -> None:
+        """Meta's recache token was handed out for this version of the item: persist the mark."""
         if not item.win:
-            self.set_win(key, item.cas, True)
+            with self.transaction():
+                self._write("UPDATE items SET bits = bits | ? WHERE key = ? AND cas = ?", (WIN, key, item.cas))
         item.win = True
-
-    def set_win(self, key: bytes, cas: int, win: bool) -> None:
-        """Meta's recache token was handed out (or taken back) for this version of the item."""
-        with self.transaction():
-            self._write(f"UPDATE items SET bits = bits {'| 4' if win else '& ~4'} WHERE key = ? AND cas = ?",
-                        (key, cas))
 
     def _old_size(self, key: bytes) -> int:
         loaded = self._loaded

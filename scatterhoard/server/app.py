@@ -102,7 +102,10 @@ class _StatsMirror:
         base = self.base
         if self.local.resets != self.resets:  # ``stats reset`` ran in the job
             self.shared.reset()
-            base = [v if name == "curr_connections" else 0 for name, v in zip(ServerStats.COUNTERS, base, strict=True)]
+            after = ServerStats()  # what the reset left of the counters the job started from
+            after.load(base)
+            after.reset()
+            base = after.snapshot()
         self.shared.add_since(self.local.snapshot(), base)
 
 
@@ -146,15 +149,11 @@ class EngineConnection(Connection):
             if not self.busy:
                 self._submit()
             return
-        token = current_context.set(self.context) if self.context is not None else None
         try:
-            out = session.feed(data)
+            out = self._work(data)
         except Exception as exc:
             self._failed(exc)
             return
-        finally:
-            if token is not None:
-                current_context.reset(token)
         self._deliver(session, out)
 
     # -- blocking engines: the session runs in a worker thread --------------------------------------
@@ -172,6 +171,8 @@ class EngineConnection(Connection):
         future.add_done_callback(self._done)
 
     def _work(self, data: bytes) -> bytes:
+        """One read through the session, under the connection's handler context (a worker thread runs
+        it for a blocking engine)."""
         session = self.session
         assert session is not None
         token = None if self.context is None else current_context.set(self.context)
