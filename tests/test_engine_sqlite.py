@@ -95,6 +95,29 @@ def test_items_and_cas_survive_a_restart() -> None:
             assert b"STAT curr_items 4\r\n" in stats  # a b c later (gone is reclaimed)
 
 
+def test_counters_stay_exact_across_worker_threads_and_stats_reset() -> None:
+    """A blocking engine runs sessions in worker threads on private copies of the counters, merged
+    back after each job; ``stats reset`` inside a job resets the server's counters, keeps
+    curr_connections, and the job's later increments still count."""
+    def stat(text: bytes, name: str) -> int:
+        return int(re.search(rb"STAT %s (\d+)\r\n" % name.encode(), text).group(1))  # type: ignore[union-attr]
+
+    with temp_dir() as d:
+        port = free_port()
+        with hoard_server(port, sqlite_args(f"{d}/c.db")), socket.create_connection(("127.0.0.1", port)) as other:
+            other.sendall(b"set k 0 0 1\r\nv\r\n")
+            assert recv_until(other, b"\r\n") == b"STORED\r\n"
+            assert chat(port, b"set a 0 0 1\r\n1\r\nget a\r\nget nope\r\n", b"END\r\nEND\r\n").startswith(b"STORED")
+            before = chat(port, b"stats\r\n", b"END\r\n")
+            assert stat(before, "cmd_set") == 2 and stat(before, "get_hits") == 1 and stat(before, "get_misses") == 1
+            # one read, so one job: the reset and the commands after it run on the same private copy
+            after = chat(port, b"stats reset\r\nset b 0 0 1\r\n2\r\nget b\r\n", b"VALUE b 0 1\r\n2\r\nEND\r\n")
+            assert after == b"RESET\r\nSTORED\r\nVALUE b 0 1\r\n2\r\nEND\r\n"
+            final = chat(port, b"stats\r\n", b"END\r\n")
+            assert stat(final, "cmd_set") == 1 and stat(final, "get_hits") == 1 and stat(final, "get_misses") == 0
+            assert stat(final, "curr_connections") == 2  # this one and ``other``: never reset
+
+
 def test_size_cap_evicts_oldest() -> None:
     with temp_dir() as d:
         port = free_port()
