@@ -53,7 +53,9 @@ def test_garbage_on_one_connection_leaves_others_intact() -> None:
             first = [b"\x80", b"\x00", b"*", b"g", b"m", b"s"][i % 6]
             bad.sendall(first + rnd.randbytes(rnd.randint(1, 5000)) + os.urandom(64))
             if i % 3 == 0:
-                bad.sendall(b"set keep 0 0 1000000000\r\n")  # a huge promised block, then hang up
+                # a huge promised block, then hang up. Not for "keep": when the garbage happens to end
+                # with a newline this is a real set, and memcached drops the key of a too-large set
+                bad.sendall(b"set other 0 0 1000000000\r\n")
             bad.close()
             # the well-behaved client keeps working and its data is intact
             good.sendall(b"get keep\r\n")
