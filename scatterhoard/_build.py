@@ -37,6 +37,7 @@ COMPILED = (
     "scatterhoard.protocol.text_client",
     "scatterhoard.bench.codecs",
     "scatterhoard.bench.histogram",
+    "scatterhoard.bench.drive",
 )
 
 

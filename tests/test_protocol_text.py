@@ -91,3 +91,22 @@ def test_random_bytes_never_raise(data: bytes) -> None:
     p = t.TextRequestParser(max_item_size=4096)
     for c in p.feed(data) + p.feed(b"\r\n"):
         assert isinstance(c, t.TextCommand)
+
+
+@settings(max_examples=300)
+@given(st.lists(st.sampled_from(COMMANDS), min_size=1, max_size=8),
+       st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), max_size=6), st.data())
+def test_mutated_stream_split_anywhere_parses_the_same(cmds: list[bytes], edits: list[tuple[int, int]],
+                                                       data: st.DataObject) -> None:
+    # the parser keeps a cut-short line or data block and goes on only when what it lacked arrives:
+    # whatever the cuts, garbage included, the commands are those of the whole stream
+    stream = _mutate(b"".join(cmds), edits)
+    whole = t.TextRequestParser(max_item_size=4096).feed(stream)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=8)))
+    p = t.TextRequestParser(max_item_size=4096)
+    pieces: list[t.TextCommand] = []
+    prev = 0
+    for cut in [*cuts, len(stream)]:
+        pieces += p.feed(stream[prev:cut])
+        prev = cut
+    assert pieces == whole

@@ -83,6 +83,20 @@ def _line_outcome(kind: int, nkeys: int, reply: object) -> tuple[int, int, int]:
     return 0, 0, 1
 
 
+class _Op:
+    """A text or meta operation in flight: its replies still due and what they said so far."""
+
+    __slots__ = ("kind", "nkeys", "due", "hits", "misses", "errors")
+
+    def __init__(self, kind: int, nkeys: int, due: int) -> None:
+        self.kind = kind
+        self.nkeys = nkeys
+        self.due = due
+        self.hits = 0
+        self.misses = 0
+        self.errors = 0
+
+
 class TextCodec(Codec):
     """memcached text protocol (``meta=False``) or meta commands (``meta=True``)."""
 
@@ -91,8 +105,7 @@ class TextCodec(Codec):
         self.meta = meta
         self.name = "meta" if meta else "text"
         self.parser = TextReplyParser()
-        # per pending op: [kind, nkeys, replies still due, hits, misses, errors]
-        self.pending: deque[list[int]] = deque()
+        self.pending: deque[_Op] = deque()
 
     def encode(self, op: Op, seq: int) -> tuple[bytes, Meta]:
         kind, keys = op.kind, op.keys
@@ -118,23 +131,24 @@ class TextCodec(Codec):
         kind, nkeys, expects = meta
         for e in expects:
             self.parser.expect(e)
-        self.pending.append([kind, nkeys, len(expects), 0, 0, 0])
+        self.pending.append(_Op(kind, nkeys, len(expects)))
 
     def feed(self, data: bytes) -> list[Outcome]:
         out: list[Outcome] = []
         pending = self.pending
+        meta = self.meta
         for reply in self.parser.feed(data):
             op = pending[0]
-            kind = op[0]
-            nkeys = op[1] if not self.meta else 1
-            h, m, e = _line_outcome(kind, nkeys, reply)
-            op[3] += h
-            op[4] += m
-            op[5] += e
-            op[2] -= 1
-            if op[2] == 0:
+            kind = op.kind
+            h, m, e = _line_outcome(kind, 1 if meta else op.nkeys, reply)
+            if op.due == 1:  # the common case: its only (or last) reply
                 pending.popleft()
-                out.append((kind, op[3], op[4], op[5]))
+                out.append((kind, op.hits + h, op.misses + m, op.errors + e))
+                continue
+            op.hits += h
+            op.misses += m
+            op.errors += e
+            op.due -= 1
         return out
 
 

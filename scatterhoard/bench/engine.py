@@ -27,7 +27,6 @@ import os
 import select
 import socket
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,13 +35,14 @@ from ..address import Address
 from ..distcache.net import connect_blocking
 from ..errors import ProtocolError
 from .codecs import Codec, Meta, make_codec
+from .drive import Flow
 from .histogram import Histogram
 from .result import LoadResult
 from .workload import INCR, OPS, SET, BenchError, LoadSpec, Op, OpSource, key_bytes
 
 POOL_BYTES = 48 * 1024 * 1024  # pre-built requests, all connections of all processes together
 POOL_MAX = 4096
-READ_SIZE = 1 << 18
+READ_SIZE = 1 << 16
 
 
 @dataclass
@@ -83,16 +83,14 @@ def split(total: int, parts: int, index: int) -> int:
 
 
 class _Conn:
-    __slots__ = ("sock", "fd", "codec", "pool", "next", "times", "out", "budget", "next_at", "writing")
+    __slots__ = ("sock", "fd", "flow", "times", "out", "budget", "next_at", "writing")
 
     def __init__(self, sock: socket.socket, codec: Codec, pool: list[tuple[bytes, Meta]], budget: int | None,
                  next_at: int) -> None:
         self.sock = sock
         self.fd = sock.fileno()
-        self.codec = codec
-        self.pool = pool
-        self.next = 0
-        self.times: deque[int] = deque()  # intended send time of every request in flight, ns
+        self.flow = Flow(codec, pool)  # the per-request work, compiled
+        self.times = self.flow.times  # intended send time of every request in flight, ns
         self.out = bytearray()  # bytes the socket did not take yet
         self.budget = budget  # requests left to send (None: until the deadline)
         self.next_at = next_at  # open loop: intended time of the next request
@@ -183,19 +181,9 @@ def _work(cfg: RunConfig, index: int, barrier: Any, progress: Any) -> dict[str, 
                 return 0
         else:
             times.extend([now] * n)
-        pool, j, sent_meta = c.pool, c.next, c.codec.sent
-        parts = []
-        for _ in range(n):
-            data, meta = pool[j]
-            sent_meta(meta)
-            parts.append(data)
-            j += 1
-            if j == len(pool):
-                j = 0
-        c.next = j
         if c.budget is not None:
             c.budget -= n
-        write(c, b"".join(parts) if n > 1 else parts[0])
+        write(c, c.flow.batch(n))
         return n
 
     def write(c: _Conn, data: bytes) -> None:
@@ -261,19 +249,9 @@ def _work(cfg: RunConfig, index: int, barrier: Any, progress: Any) -> dict[str, 
                 raise BenchError(f"{cfg.address} closed a connection with {len(c.times)} requests in flight "
                                  f"(after {ops:,} replies)")
             try:
-                outcomes = c.codec.feed(data)
+                n = c.flow.settle(data, now, cur, counts)
             except (ProtocolError, IndexError) as exc:
                 raise BenchError(f"unexpected reply from {cfg.address} ({spec.protocol}): {exc}") from None
-            times = c.times
-            for kind, h, m, e in outcomes:
-                cur.record(now - times.popleft())
-                cnt = counts[kind]
-                cnt[0] += 1
-                cnt[1] += h
-                cnt[2] += m
-                cnt[3] += e
-                cur_err += e
-            n = len(outcomes)
             if n:
                 in_flight -= n
                 cur_ops += n
@@ -289,6 +267,7 @@ def _work(cfg: RunConfig, index: int, barrier: Any, progress: Any) -> dict[str, 
             raise BenchError(f"no reply from {cfg.address} for {cfg.timeout:g} s "
                              f"({in_flight} requests in flight)")
         while now >= next_roll:
+            cur_err = sum(c.flow.errors for c in conns) - errors
             timeline.append((cur_ops, cur_err, cur.to_sparse()))
             total.merge(cur)
             ops += cur_ops
@@ -296,7 +275,8 @@ def _work(cfg: RunConfig, index: int, barrier: Any, progress: Any) -> dict[str, 
             cur, cur_ops, cur_err = Histogram(), 0, 0
             next_roll += interval_ns
         progress[2 * index] = ops + cur_ops
-        progress[2 * index + 1] = errors + cur_err
+        progress[2 * index + 1] = errors + cur_err  # updated at each roll
+    cur_err = sum(c.flow.errors for c in conns) - errors
     if cur_ops or not timeline:
         timeline.append((cur_ops, cur_err, cur.to_sparse()))
     total.merge(cur)

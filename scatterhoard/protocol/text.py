@@ -11,7 +11,7 @@ spaces only, a line ends with ``\\n`` (an optional ``\\r`` before it is dropped)
 from __future__ import annotations
 
 import binascii
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 KEY_MAX_LENGTH = 250
 #: A command line longer than this (without a newline) closes the connection,
@@ -117,7 +117,7 @@ class TooLarge(NamedTuple):
     noreply: bool
 
 
-_new_get = tuple.__new__
+_new_get: Final = tuple.__new__  # Final: a static when compiled, not a globals lookup
 
 TextCommand = (Get | StoreCmd | Delete | Arith | Touch | FlushAll | Version | Verbosity | Quit | Stats
                | Meta | ErrorReply | TooLarge)
@@ -191,13 +191,14 @@ def parse_meta_flags(command: bytes, tokens: list[bytes]) -> list[tuple[str, byt
 class TextRequestParser:
     """Incremental parser of client requests in the memcached text protocol."""
 
-    __slots__ = ("_buf", "_pending", "_swallow", "max_item_size")
+    __slots__ = ("_buf", "_pending", "_swallow", "_need", "max_item_size")
 
     def __init__(self, max_item_size: int = 1024 * 1024) -> None:
         self._buf = bytearray()
         # A storage command waiting for its data block: (builder args, length)
         self._pending: tuple[StoreCmd | Meta, int] | None = None
         self._swallow = 0
+        self._need = 0  # _buf must hold this many bytes before parsing can go on
         self.max_item_size = max_item_size
 
     @property
@@ -210,15 +211,22 @@ class TextRequestParser:
 
     def feed(self, data: bytes) -> list[TextCommand]:
         """Consume ``data``; return every command completed by it, in order."""
+        out: list[TextCommand] = []
         buf = self._buf
-        if buf:
+        if buf:  # a line or data block was cut short: go on once what it lacked is here
             buf += data
-            view: bytes | bytearray = buf
+            if len(buf) < self._need:
+                return out
+            if self._pending is None and not self._swallow and 10 not in data:  # no newline yet
+                self._check_line(buf, 0, len(buf), out)
+                return out
+            view = bytes(buf)  # parse over bytes only: its slices and indexing compile to native calls
+            buf.clear()
         else:
             view = data
-        out: list[TextCommand] = []
         pos = 0
         end = len(view)
+        need = 0
         while pos < end:
             if self._swallow:
                 n = min(self._swallow, end - pos)
@@ -228,32 +236,34 @@ class TextRequestParser:
             pending = self._pending
             if pending is not None:
                 cmd, length = pending
-                if end - pos < length + 2:
+                stop = pos + length
+                if end < stop + 2:
+                    need = length + 2
                     break
-                value = bytes(view[pos:pos + length])
-                tail = view[pos + length:pos + length + 2]
                 self._pending = None
-                if tail != b"\r\n":
+                if view[stop] != 13 or view[stop + 1] != 10:
                     # memcached: the block is consumed, then the rest is read as commands
                     out.append(ErrorReply(BAD_CHUNK))
-                    pos += length + 2
+                    pos = stop + 2
                     continue
-                pos += length + 2
                 # StoreCmd and Meta both carry the value at index 4 (NamedTuple._replace is slow)
-                out.append(_new_get(type(cmd), (*cmd[:4], value, *cmd[5:])))
+                out.append(_new_get(type(cmd), (cmd[0], cmd[1], cmd[2], cmd[3], view[pos:stop], *cmd[5:])))
+                pos = stop + 2
                 continue
             eol = view.find(b"\n", pos)
             if eol < 0:
-                pending_len = end - pos
-                if pending_len > MAX_LINE:
-                    head = bytes(view[pos:pos + 5])
-                    if not head.startswith((b"get ", b"gets ", b"gat ", b"gats ")) \
-                            or pending_len > MAX_GET_LINE:
-                        out.append(ErrorReply(b"CLIENT_ERROR line too long", close=True))
-                        pos = end
+                if self._check_line(view, pos, end, out):
+                    pos = end
                 break
             line_end = eol - 1 if eol > pos and view[eol - 1] == 13 else eol
-            line = bytes(view[pos:line_end])
+            if (line_end - pos > 4 and line_end - pos <= 254 and view[pos] == 103 and view[pos + 1] == 101
+                    and view[pos + 2] == 116 and view[pos + 3] == 32):  # "get <key>": the hot path
+                key = view[pos + 4:line_end]
+                if 32 not in key:  # no space (an int operand: a bytes one first fails as an index)
+                    out.append(_new_get(Get, ([key], False, None)))
+                    pos = eol + 1
+                    continue
+            line = view[pos:line_end]
             pos = eol + 1
             parsed = self._parse_line(line)
             if parsed is not None:
@@ -261,16 +271,25 @@ class TextRequestParser:
                 if isinstance(parsed, ErrorReply) and parsed.close:
                     pos = end
                     break
-        if view is buf:
-            del buf[:pos]
-        elif pos < end:
-            buf += data[pos:]
+        if pos < end:
+            buf += view[pos:] if pos else view
+        self._need = need
         return out
+
+    def _check_line(self, view: bytes | bytearray, pos: int, end: int, out: list[TextCommand]) -> bool:
+        """A line without its newline yet: True (and an error that closes) when it is already too long."""
+        pending_len = end - pos
+        if pending_len > MAX_LINE:
+            head = bytes(view[pos:pos + 5])
+            if not head.startswith((b"get ", b"gets ", b"gat ", b"gats ")) or pending_len > MAX_GET_LINE:
+                out.append(ErrorReply(b"CLIENT_ERROR line too long", close=True))
+                if view is self._buf:
+                    self._buf.clear()
+                return True
+        return False
 
     # -- line parsing --------------------------------------------------------------
     def _parse_line(self, line: bytes) -> TextCommand | None:
-        if line[:4] == b"get " and 4 < len(line) <= 254 and line.find(b" ", 4) < 0:
-            return _new_get(Get, ([line[4:]], False, None))  # the hot path: one key
         parts = line.split(b" ")
         if b"" in parts:
             parts = [p for p in parts if p]

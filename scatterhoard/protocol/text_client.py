@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import deque
 from enum import IntEnum
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from ..errors import ProtocolError
 
@@ -62,6 +62,15 @@ class MetaReply(NamedTuple):
 
 TextReply = LineReply | ValuesReply | StatsReply | MetaReply
 
+# The parser's hot loop compares plain ints (an IntEnum compare is a generic call when compiled)
+# and builds its NamedTuples with tuple.__new__ (a NamedTuple's own __new__ is interpreted code).
+_LINE: Final = 0
+_VALUES: Final = 1
+_STATS: Final = 2
+_META: Final = 3
+_NONE: Final = 4
+_new: Final = tuple.__new__
+
 
 def is_error_line(line: bytes) -> bool:
     return line == b"ERROR" or line.startswith((b"CLIENT_ERROR", b"SERVER_ERROR", b"ERROR "))
@@ -70,18 +79,20 @@ def is_error_line(line: bytes) -> bool:
 class TextReplyParser:
     """Incremental parser of server replies, driven by the expectations queued."""
 
-    __slots__ = ("_buf", "_expect", "_values", "_start")
+    __slots__ = ("_buf", "_expect", "_values", "_start", "_need")
     _values: list[Value] | list[tuple[bytes, bytes]]
 
     def __init__(self) -> None:
         self._buf = bytearray()
-        self._expect: deque[Expect] = deque()
+        self._expect: deque[int] = deque()  # Expect values, as ints
         self._values: list[Value] | list[tuple[bytes, bytes]] = []
-        self._start = 0  # where the reply being assembled began in _buf
+        self._start = 0  # how far into _buf (the reply being assembled) earlier feeds got
+        self._need = 0  # _buf must hold this many bytes before parsing can go on
 
     def expect(self, kind: Expect) -> None:
-        if kind != Expect.NONE:
-            self._expect.append(kind)
+        k = int(kind)
+        if k != _NONE:
+            self._expect.append(k)
 
     @property
     def pending(self) -> int:
@@ -90,21 +101,39 @@ class TextReplyParser:
 
     def feed(self, data: bytes) -> list[TextReply]:
         buf = self._buf
-        buf += data
+        if buf:  # a reply was cut short: go on only once the bytes it was missing are here
+            buf += data
+            if len(buf) < self._need:
+                return []
+            view = bytes(buf)
+            buf.clear()
+        else:
+            view = data
         out: list[TextReply] = []
-        reply_start = 0  # the buffer always begins with the reply being assembled
+        reply_start = 0  # where the reply being assembled began in view
         pos = self._start  # how far into it earlier feeds got (VALUE/STAT lines already taken)
+        need = 0  # bytes from reply_start the parse needs before it can go on
         expect = self._expect
+        end = len(view)
         while expect:
             kind = expect[0]
-            eol = buf.find(b"\r\n", pos)
+            if (kind == _VALUES and pos + 4 < end and view[pos] == 69 and view[pos + 1] == 78  # "END\r\n"
+                    and view[pos + 2] == 68 and view[pos + 3] == 13 and view[pos + 4] == 10):
+                pos += 5
+                out.append(_new(ValuesReply, (self._values, view[reply_start:pos])))
+                self._values = []
+                expect.popleft()
+                reply_start = pos
+                continue
+            eol = view.find(b"\r\n", pos)
             if eol < 0:
+                need = end - reply_start + 1
                 break
-            line = bytes(buf[pos:eol])
+            line = view[pos:eol]
             nxt = eol + 2
-            if kind == Expect.LINE:
-                out.append(LineReply(line, bytes(buf[reply_start:nxt])))
-            elif kind == Expect.META:
+            if kind == _LINE:
+                out.append(_new(LineReply, (line, view[reply_start:nxt])))
+            elif kind == _META:
                 code = line[:2]
                 value = None
                 if code == b"VA":
@@ -113,27 +142,28 @@ class TextReplyParser:
                         size = int(parts[1])
                     except (IndexError, ValueError):
                         raise ProtocolError(f"bad meta VA line: {line[:80]!r}") from None
-                    if len(buf) < nxt + size + 2:
+                    if end < nxt + size + 2:
+                        need = nxt + size + 2 - reply_start
                         break
-                    value = bytes(buf[nxt:nxt + size])
+                    value = view[nxt:nxt + size]
                     nxt += size + 2
                     flags = parts[2:]
                 elif is_error_line(line):
-                    out.append(LineReply(line, bytes(buf[reply_start:nxt])))
+                    out.append(_new(LineReply, (line, view[reply_start:nxt])))
                     expect.popleft()
                     pos = reply_start = nxt
                     continue
                 else:
                     flags = line.split(b" ")[1:]
-                out.append(MetaReply(code, flags, value, bytes(buf[reply_start:nxt])))
+                out.append(_new(MetaReply, (code, flags, value, view[reply_start:nxt])))
             elif line == b"END":
-                raw = bytes(buf[reply_start:nxt])
-                if kind == Expect.VALUES:
-                    out.append(ValuesReply(self._values, raw))  # type: ignore[arg-type]
+                raw = view[reply_start:nxt]
+                if kind == _VALUES:
+                    out.append(_new(ValuesReply, (self._values, raw)))
                 else:
-                    out.append(StatsReply(self._values, raw))  # type: ignore[arg-type]
+                    out.append(_new(StatsReply, (self._values, raw)))
                 self._values = []
-            elif kind == Expect.VALUES and line.startswith(b"VALUE "):
+            elif kind == _VALUES and line.startswith(b"VALUE "):
                 parts = line.split(b" ")
                 try:
                     size = int(parts[3])
@@ -141,27 +171,30 @@ class TextReplyParser:
                     cas = int(parts[4]) if len(parts) > 4 else 0
                 except (IndexError, ValueError):
                     raise ProtocolError(f"bad VALUE line: {line[:80]!r}") from None
-                if len(buf) < nxt + size + 2:
+                if end < nxt + size + 2:
+                    need = nxt + size + 2 - reply_start
                     break
-                self._values.append(Value(parts[1], flags_v, bytes(buf[nxt:nxt + size]), cas))  # type: ignore[arg-type]
+                self._values.append(_new(Value, (parts[1], flags_v, view[nxt:nxt + size], cas)))  # type: ignore[arg-type]
                 pos = nxt + size + 2
                 continue
-            elif kind == Expect.STATS and line.startswith(b"STAT "):
+            elif kind == _STATS and line.startswith(b"STAT "):
                 _, name, value_s = (line.split(b" ", 2) + [b""])[:3]
                 self._values.append((name, value_s))  # type: ignore[arg-type]
                 pos = nxt
                 continue
             elif is_error_line(line):
                 self._values = []
-                out.append(LineReply(line, bytes(buf[reply_start:nxt])))
+                out.append(_new(LineReply, (line, view[reply_start:nxt])))
             else:
-                raise ProtocolError(f"unexpected reply line {line[:80]!r} for a {kind.name} request")
+                raise ProtocolError(f"unexpected reply line {line[:80]!r} for a {Expect(kind).name} request")
             expect.popleft()
             pos = reply_start = nxt
-        if not expect and pos < len(buf) and buf[pos:]:
-            raise ProtocolError(f"unsolicited data from server: {bytes(buf[pos:pos + 80])!r}")
-        del buf[:reply_start]  # keep only the reply being assembled
+        if not expect and pos < end:
+            raise ProtocolError(f"unsolicited data from server: {view[pos:pos + 80]!r}")
+        if reply_start < end:  # keep only the reply being assembled
+            buf += view[reply_start:] if reply_start else view
         self._start = pos - reply_start
+        self._need = need
         return out
 
 

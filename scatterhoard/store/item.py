@@ -78,7 +78,7 @@ class Status(IntEnum):
 class Item:
     """One cached value with its metadata (an engine may use its own class)."""
 
-    __slots__ = ("value", "flags", "exptime", "cas", "atime", "fetched", "stale", "win")
+    __slots__ = ("value", "flags", "exptime", "cas", "atime", "fetched", "stale", "win", "active")
 
     def __init__(self, value: bytes, flags: int, exptime: float, cas: int, atime: float) -> None:
         self.value = value
@@ -89,6 +89,8 @@ class Item:
         self.fetched = False
         self.stale = False
         self.win = False
+        #: fetched since it last reached the cold end of an LRU: it gets a second chance there
+        self.active = False
 
 
 def parse_counter(value: bytes) -> int | None:

@@ -1,5 +1,12 @@
 """The memory engine: an LRU over one ordered dict, with a hard byte budget.
 
+The order is of storage; a get does not reorder (that would cost a second
+dict operation on every hit), it marks the item active. Eviction takes
+the oldest item, but one marked active since it was last there is moved
+back to the warm end with its mark cleared (a second chance, CLOCK-like;
+memcached's segmented LRU likewise bumps fetched items lazily). So an item
+fetched since the cache last cycled through it survives, as with a strict LRU.
+
 Accounting: every item is charged ``len(key) + len(value) + ITEM_OVERHEAD``,
 where ``ITEM_OVERHEAD`` estimates what CPython really spends per item (the
 item object, two bytes objects' headers, the ordered-dict entry, the expiry
@@ -136,6 +143,10 @@ class MemoryStore(Store):
         freed = 0
         while self.used > self.limit and len(data) > 1:
             key, item = data.popitem(last=False)
+            if item.active and not (item.exptime and item.exptime <= now):
+                item.active = False  # fetched since it was last here: back to the warm end
+                data[key] = item
+                continue
             self._wheel_del(key, item.exptime)
             size = len(key) + len(item.value) + ITEM_OVERHEAD
             self.used -= size
@@ -167,9 +178,9 @@ class MemoryStore(Store):
             self._expire(key, item)
             self.get_expired += 1
             return None
-        if bump:
-            self._data.move_to_end(key)
+        if bump:  # no reordering here: eviction gives a fetched item a second chance (see _evict)
             item.fetched = True
+            item.active = True
             item.atime = now
         if touch is not None:
             self._set_exptime(key, item, touch)
