@@ -304,7 +304,8 @@ def add_load_options(p: argparse.ArgumentParser, *, set_ratio_help: str | None =
     p.add_argument("--memaslap-conns", type=int, default=50)
     p.add_argument("--memaslap-overwrite", type=float, default=0.95, help=overwrite_help)
     p.add_argument("--processes", type=int, default=2, help="pipelined generator processes")
-    p.add_argument("--connections", type=int, default=16, help="connections per generator process")
+    p.add_argument("--connections", type=int, default=25,
+                   help="connections per generator process (2 x 25: the 50 connections of the non-pipelined load)")
     p.add_argument("--depth", type=int, default=16, help="requests in flight per connection")
 
 

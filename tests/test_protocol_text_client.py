@@ -20,8 +20,8 @@ KINDS = [Expect.LINE, Expect.VALUES, Expect.LINE, Expect.STATS, Expect.META, Exp
          Expect.VALUES, Expect.VALUES]
 
 
-def _parse(chunks: list[bytes]) -> list[tc.TextReply]:
-    p = tc.TextReplyParser()
+def _parse(chunks: list[bytes], keep: bool = True) -> list[tc.TextReply]:
+    p = tc.TextReplyParser(keep)
     for k in KINDS:
         p.expect(k)
     out: list[tc.TextReply] = []
@@ -51,6 +51,20 @@ def test_split_anywhere(cuts: list[int]) -> None:
     bounds = [0, *sorted(cuts), len(STREAM)]
     chunks = [STREAM[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
     assert _parse(chunks) == _parse([STREAM])
+
+
+def _counted(reply: tc.TextReply) -> tc.TextReply:
+    """What a parser with keep=False makes of a reply: values all UNKEPT, no raw bytes."""
+    if isinstance(reply, tc.ValuesReply):
+        return tc.ValuesReply([tc.UNKEPT] * len(reply.values), b"")
+    return reply._replace(raw=b"")
+
+
+@given(st.lists(st.integers(0, len(STREAM)), max_size=10))
+def test_counting_parser_frames_the_same_replies(cuts: list[int]) -> None:
+    bounds = [0, *sorted(cuts), len(STREAM)]
+    chunks = [STREAM[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+    assert _parse(chunks, keep=False) == [_counted(r) for r in _parse([STREAM])]
 
 
 def test_unexpected_and_unsolicited_data_raise() -> None:

@@ -104,7 +104,7 @@ class TextCodec(Codec):
         super().__init__(expire)
         self.meta = meta
         self.name = "meta" if meta else "text"
-        self.parser = TextReplyParser()
+        self.parser = TextReplyParser(keep=False)  # counts only: no value objects, no raw copies
         self.pending: deque[_Op] = deque()
 
     def encode(self, op: Op, seq: int) -> tuple[bytes, Meta]:

@@ -70,6 +70,8 @@ _STATS: Final = 2
 _META: Final = 3
 _NONE: Final = 4
 _new: Final = tuple.__new__
+#: what a parser made with ``keep=False`` puts in a ValuesReply for each value found
+UNKEPT: Final = Value(b"", 0, b"", 0)
 
 
 def is_error_line(line: bytes) -> bool:
@@ -79,10 +81,14 @@ def is_error_line(line: bytes) -> bool:
 class TextReplyParser:
     """Incremental parser of server replies, driven by the expectations queued."""
 
-    __slots__ = ("_buf", "_expect", "_values", "_start", "_need")
+    __slots__ = ("_buf", "_expect", "_values", "_start", "_need", "_keep")
     _values: list[Value] | list[tuple[bytes, bytes]]
 
-    def __init__(self) -> None:
+    def __init__(self, keep: bool = True) -> None:
+        """``keep=False`` is for load generators that only count: every reply is framed and
+        checked as usual, but a retrieval's values are all :data:`UNKEPT` and no reply keeps
+        its ``raw`` bytes (saves copying what nobody reads)."""
+        self._keep = keep
         self._buf = bytearray()
         self._expect: deque[int] = deque()  # Expect values, as ints
         self._values: list[Value] | list[tuple[bytes, bytes]] = []
@@ -115,12 +121,13 @@ class TextReplyParser:
         need = 0  # bytes from reply_start the parse needs before it can go on
         expect = self._expect
         end = len(view)
+        keep = self._keep
         while expect:
             kind = expect[0]
             if (kind == _VALUES and pos + 4 < end and view[pos] == 69 and view[pos + 1] == 78  # "END\r\n"
                     and view[pos + 2] == 68 and view[pos + 3] == 13 and view[pos + 4] == 10):
                 pos += 5
-                out.append(_new(ValuesReply, (self._values, view[reply_start:pos])))
+                out.append(_new(ValuesReply, (self._values, view[reply_start:pos] if keep else b"")))
                 self._values = []
                 expect.popleft()
                 reply_start = pos
@@ -132,7 +139,7 @@ class TextReplyParser:
             line = view[pos:eol]
             nxt = eol + 2
             if kind == _LINE:
-                out.append(_new(LineReply, (line, view[reply_start:nxt])))
+                out.append(_new(LineReply, (line, view[reply_start:nxt] if keep else b"")))
             elif kind == _META:
                 code = line[:2]
                 value = None
@@ -149,15 +156,15 @@ class TextReplyParser:
                     nxt += size + 2
                     flags = parts[2:]
                 elif is_error_line(line):
-                    out.append(_new(LineReply, (line, view[reply_start:nxt])))
+                    out.append(_new(LineReply, (line, view[reply_start:nxt] if keep else b"")))
                     expect.popleft()
                     pos = reply_start = nxt
                     continue
                 else:
                     flags = line.split(b" ")[1:]
-                out.append(_new(MetaReply, (code, flags, value, view[reply_start:nxt])))
+                out.append(_new(MetaReply, (code, flags, value, view[reply_start:nxt] if keep else b"")))
             elif line == b"END":
-                raw = view[reply_start:nxt]
+                raw = view[reply_start:nxt] if keep else b""
                 if kind == _VALUES:
                     out.append(_new(ValuesReply, (self._values, raw)))
                 else:
@@ -174,7 +181,10 @@ class TextReplyParser:
                 if end < nxt + size + 2:
                     need = nxt + size + 2 - reply_start
                     break
-                self._values.append(_new(Value, (parts[1], flags_v, view[nxt:nxt + size], cas)))  # type: ignore[arg-type]
+                if keep:
+                    self._values.append(_new(Value, (parts[1], flags_v, view[nxt:nxt + size], cas)))  # type: ignore[arg-type]
+                else:
+                    self._values.append(UNKEPT)  # type: ignore[arg-type]
                 pos = nxt + size + 2
                 continue
             elif kind == _STATS and line.startswith(b"STAT "):
@@ -184,7 +194,7 @@ class TextReplyParser:
                 continue
             elif is_error_line(line):
                 self._values = []
-                out.append(_new(LineReply, (line, view[reply_start:nxt])))
+                out.append(_new(LineReply, (line, view[reply_start:nxt] if keep else b"")))
             else:
                 raise ProtocolError(f"unexpected reply line {line[:80]!r} for a {Expect(kind).name} request")
             expect.popleft()
