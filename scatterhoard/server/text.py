@@ -7,6 +7,7 @@ write.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -45,6 +46,7 @@ class TextSession:
         self.settings = settings
         self.parser = t.TextRequestParser(store.max_item_size)
         self.closing = False
+        self.now = 0.0
         self.on_flush = on_flush
         #: True once something (engines.guard) wrapped the entries of ``_dispatch``
         self.wrapped = False
@@ -66,6 +68,7 @@ class TextSession:
 
     def feed(self, data: bytes) -> bytes:
         out: list[bytes] = []
+        self.now = 0.0  # the clock, read once per batch by the first get that needs it
         dispatch = self._dispatch
         if self.wrapped:  # handlers wrap the table: every command goes through it
             for cmd in self.parser.feed(data):
@@ -93,7 +96,13 @@ class TextSession:
         if len(keys) == 1 and not cmd.with_cas and cmd.exptime is None:  # the hot path
             key = keys[0]
             memory = self.memory
-            item = memory.get(key) if memory is not None else self.store.get(key)
+            if memory is not None:
+                now = self.now
+                if not now:
+                    now = self.now = time.time()
+                item = memory.get(key, None, True, now)
+            else:
+                item = self.store.get(key)
             st.cmd_get += 1
             if item is None:
                 st.get_misses += 1

@@ -163,11 +163,14 @@ class MemoryStore(Store):
             self.trim_hook()
 
     # -- the interface -----------------------------------------------------------
-    def get(self, key: bytes, touch: float | None = None, bump: bool = True) -> Item | None:
+    def get(self, key: bytes, touch: float | None = None, bump: bool = True, now: float = 0.0) -> Item | None:
+        """``now``: the current time when the caller already has it (the server reads the clock
+        once per batch of requests); 0 reads it here."""
         item = self._data.get(key)
         if item is None and not self._flush_at:
             return None
-        now = time.time()
+        if not now:
+            now = time.time()
         if self._flush_at and now >= self._flush_at:
             self._flush_now()
             return None
