@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 from pymemcache.client.base import Client
 
+from scatterhoard.protocol import binary as b
 from tests.support import (
     free_port,
     hoard_argv,
@@ -180,6 +181,34 @@ def test_request_in_flight_finishes_on_the_old_server() -> None:
         assert exchange(sock, b"set k 0 0 3\r\nnew\r\n") == b"STORED\r\n"
         with socket.create_connection(("127.0.0.1", m1), timeout=5) as direct:
             assert exchange(direct, b"get k\r\n", b"END\r\n") == b"VALUE k 0 3\r\nold\r\nEND\r\n"
+
+
+def test_binary_request_in_flight_finishes_on_the_old_server() -> None:
+    # binary requests go over the server's binary connections (a variant of its text ones):
+    # draining the old pool must wait for those too
+    with contextlib.ExitStack() as stack:
+        workdir = stack.enter_context(temp_dir())
+        (m1, p1), (m2, _) = stack.enter_context(backend()), stack.enter_context(backend())
+        pa = free_port()
+        r = stack.enter_context(proxy(workdir, conf_text({"alpha": (f"127.0.0.1:{pa}", [m1])}), pa))
+        with socket.create_connection(("127.0.0.1", m1), timeout=5) as direct:
+            assert exchange(direct, b"set k 0 0 3\r\nold\r\n") == b"STORED\r\n"
+        sock = stack.enter_context(socket.create_connection(("127.0.0.1", pa), timeout=10))
+        get = b.encode_request(b.OP_GET, b"k")
+        sock.sendall(get)
+        first = recv_until(sock, b"old", timeout=10)  # the binary connection to m1 is open
+        assert first[6:8] == b"\x00\x00" and first.endswith(b"old")
+        os.kill(p1.pid, signal.SIGSTOP)
+        try:
+            sock.sendall(get)  # in flight on m1 while the pool moves to m2
+            time.sleep(0.2)
+            assert r.reload(conf_text({"alpha": (f"127.0.0.1:{pa}", [m2])})).returncode == 0
+            r.wait_log("configuration reloaded")
+            time.sleep(0.5)  # the old pool's drain runs meanwhile
+        finally:
+            os.kill(p1.pid, signal.SIGCONT)
+        reply = recv_until(sock, b"old", timeout=10)
+        assert reply[6:8] == b"\x00\x00" and reply.endswith(b"old")
 
 
 def test_invalid_configuration_is_rejected_and_the_old_one_serves() -> None:

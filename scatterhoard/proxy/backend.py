@@ -266,6 +266,10 @@ class BackendServer:
         if self.failures >= pool.config.server_failure_limit:
             pool.eject(self)
 
+    def all_conns(self) -> list[BackendConnection]:
+        """The server's connections, its protocol variants' (binary, RESP3) included."""
+        return [*self.conns, *(c for v in self.variants.values() for c in v.conns)]
+
     def queues(self) -> tuple[int, int, int, int]:
         """in_queue, in_queue_bytes, out_queue, out_queue_bytes over the server's connections.
 
@@ -274,7 +278,7 @@ class BackendServer:
         the writes that are not fully answered).
         """
         iq = iqb = oq = oqb = 0
-        for conn in [*self.conns, *(c for v in self.variants.values() for c in v.conns)]:
+        for conn in self.all_conns():
             pending = conn.pending
             iq += len(pending) + conn.grouped
             iqb += sum(map(len, pending))

@@ -190,7 +190,7 @@ def drain_retired(proxy: Proxy) -> None:
             if server.probe_handle is not None:
                 server.probe_handle.cancel()
                 server.probe_handle = None
-            inflight = sum(1 for conn in server.conns if conn.expect or conn.pending)
+            inflight = sum(1 for conn in server.all_conns() if conn.expect or conn.pending)
             if inflight:
                 left += inflight
             else:
