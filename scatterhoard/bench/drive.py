@@ -34,12 +34,6 @@ class Flow:
         requests, metas, sent = self.requests, self.metas, self.codec.sent
         size = len(requests)
         j = self.next
-        if n == 1:
-            sent(metas[j])
-            data = requests[j]
-            j += 1
-            self.next = 0 if j == size else j
-            return data
         parts: list[bytes] = []
         for _ in range(n):
             sent(metas[j])
@@ -48,7 +42,7 @@ class Flow:
             if j == size:
                 j = 0
         self.next = j
-        return b"".join(parts)
+        return b"".join(parts)  # one part: join returns it as is
 
     def settle(self, data: bytes, now: int, hist: Histogram, counts: list[list[int]]) -> int:
         """Account for the replies in ``data``: latency of each completed request into ``hist``,

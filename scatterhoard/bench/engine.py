@@ -157,7 +157,7 @@ def _work(cfg: RunConfig, index: int, barrier: Any, progress: Any) -> dict[str, 
     total = Histogram()
     timeline: list[tuple[int, int, list[tuple[int, int]]]] = []
     next_roll = start + interval_ns
-    cur_ops = cur_err = ops = errors = 0
+    cur_ops = ops = errors = 0  # errors: error replies up to the last interval
     last_reply = last_progress = start
     in_flight = 0
     sending = True
@@ -267,18 +267,17 @@ def _work(cfg: RunConfig, index: int, barrier: Any, progress: Any) -> dict[str, 
             raise BenchError(f"no reply from {cfg.address} for {cfg.timeout:g} s "
                              f"({in_flight} requests in flight)")
         while now >= next_roll:
-            cur_err = sum(c.flow.errors for c in conns) - errors
-            timeline.append((cur_ops, cur_err, cur.to_sparse()))
+            seen = sum(c.flow.errors for c in conns)  # the flows count error replies
+            timeline.append((cur_ops, seen - errors, cur.to_sparse()))
             total.merge(cur)
             ops += cur_ops
-            errors += cur_err
-            cur, cur_ops, cur_err = Histogram(), 0, 0
+            errors = seen
+            cur, cur_ops = Histogram(), 0
             next_roll += interval_ns
         progress[2 * index] = ops + cur_ops
-        progress[2 * index + 1] = errors + cur_err  # updated at each roll
-    cur_err = sum(c.flow.errors for c in conns) - errors
+        progress[2 * index + 1] = errors  # as of the last interval
     if cur_ops or not timeline:
-        timeline.append((cur_ops, cur_err, cur.to_sparse()))
+        timeline.append((cur_ops, sum(c.flow.errors for c in conns) - errors, cur.to_sparse()))
     total.merge(cur)
     ops += cur_ops
     cpu = time.process_time() - cpu0

@@ -126,7 +126,7 @@ class TextReplyParser:
             kind = expect[0]
             if (kind == _VALUES and pos + 4 < end and view[pos] == 69 and view[pos + 1] == 78  # "END\r\n"
                     and view[pos + 2] == 68 and view[pos + 3] == 13 and view[pos + 4] == 10):
-                pos += 5
+                pos += 5  # a retrieval's end, found without a search and a slice
                 out.append(_new(ValuesReply, (self._values, view[reply_start:pos] if keep else b"")))
                 self._values = []
                 expect.popleft()
@@ -163,12 +163,8 @@ class TextReplyParser:
                 else:
                     flags = line.split(b" ")[1:]
                 out.append(_new(MetaReply, (code, flags, value, view[reply_start:nxt] if keep else b"")))
-            elif line == b"END":
-                raw = view[reply_start:nxt] if keep else b""
-                if kind == _VALUES:
-                    out.append(_new(ValuesReply, (self._values, raw)))
-                else:
-                    out.append(_new(StatsReply, (self._values, raw)))
+            elif line == b"END":  # of stats (a retrieval's END is taken above)
+                out.append(_new(StatsReply, (self._values, view[reply_start:nxt] if keep else b"")))
                 self._values = []
             elif kind == _VALUES and line.startswith(b"VALUE "):
                 parts = line.split(b" ")
