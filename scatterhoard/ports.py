@@ -50,7 +50,7 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
         if len(picked) == count:
             return picked
         port = _random.randint(*span) if span[1] else _kernel_port(host)
-        if port in _handed_out or port in picked or not _bindable(host, port):
+        if port in _handed_out or not _bindable(host, port):  # _handed_out holds the picked ones too
             continue
         picked.append(port)
         _handed_out.add(port)

@@ -53,10 +53,6 @@ class ProxyOptions:
     on_aggregate: Callable[[Proxy], None] | None = None
 
 
-def check_supported(config: ProxyConfig) -> None:
-    """Refuse, at start, what this version does not serve (nothing now: memcached and redis pools)."""
-
-
 def bind_listener(listen: Listen, backlog: int, reuseport: bool = False) -> socket.socket:
     """A listening socket for a pool's ``listen:`` (unix sockets get their permissions)."""
     if listen.is_unix:
@@ -134,7 +130,6 @@ class Proxy(Service):
     """Every pool of a configuration, served from one event loop."""
 
     def __init__(self, config: ProxyConfig, options: ProxyOptions | None = None) -> None:
-        check_supported(config)
         self.config = config
         self.options = options or ProxyOptions()
         self.listeners: dict[str, Listener] = {}

@@ -43,7 +43,7 @@ from typing import Any, cast
 
 from ..errors import ConfigError, HoardError
 from ..service import Service
-from .app import Proxy, ProxyOptions, StatsConnection, bind_listener, check_supported, listen_key
+from .app import Proxy, ProxyOptions, StatsConnection, bind_listener, listen_key
 from .config import Listen, ProxyConfig
 from .reload import one_line, validate_text
 from .stats import PoolSnapshot, render
@@ -121,7 +121,6 @@ class Supervisor(Service):
 
     def __init__(self, config: ProxyConfig, options: ProxyOptions, workers: int, verbosity: int,
                  output: str | None, text: str | None = None) -> None:
-        check_supported(config)
         self.config = config
         self.text = text  # the configuration the workers start with (None: they read the file)
         self.options = options

@@ -223,7 +223,8 @@ class Router:
         self._owners: list[int] = []
         self._table: list[int] = []
         self._live = frozenset(range(len(specs)))
-        self._only = -1  # the index of a single live server of a one-server pool (no hashing, no memo)
+        self._only = -1  # the index of a single live server of a one-server pool (no hashing, no memo,
+        # as twemproxy does not hash for a single-server pool)
         self._rebuild()
 
     # -- configuration ---------------------------------------------------
@@ -296,8 +297,6 @@ class Router:
         distribution = self._distribution
         if not self._live:
             raise NoLiveServersError(f"all {len(self._servers)} servers of the pool are ejected")
-        if len(self._servers) == 1:
-            return 0  # twemproxy does not hash for a single-server pool
         if distribution == "ketama":
             values = self._values
             if not values:
