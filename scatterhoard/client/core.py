@@ -316,7 +316,7 @@ class ClientCore:
         is too large or no server is live (nothing is sent then).
         """
         wire, server = self.route(key)
-        exptime = self.default_expire if expire is None else self._exptime(expire)
+        exptime = self._expire(expire)
         data, flags = self.serde.serialize(wire, value)
         if len(data) > self.max_value_size:
             server = self._too_large(wire, data)

@@ -7,7 +7,7 @@ import socket
 import struct
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -174,11 +174,7 @@ class Client:
     def _acquire(self, server: int) -> _Conn | CacheError:
         pool = self._pools[server]
         try:
-            return pool.idle.pop()  # the common case, without the pool's lock
-        except IndexError:
-            pass
-        try:
-            return pool.acquire()
+            return pool.acquire()  # an idle one is taken without the pool's lock
         except CacheTimeoutError as exc:  # pool exhausted: not the server's fault
             return exc
         except OSError as exc:
@@ -405,16 +401,23 @@ class Client:
     def serde(self) -> Serde:
         return self._core.serde
 
+    def _keyed(self, key: Key, what: str, encode: Callable[[bytes], bytes], quick: Quick) -> tuple[bytes, object]:
+        """Text fast path of a one-key command: revive due servers, route ``key``, send
+        ``encode(wire key)`` and read its reply with ``quick``: (wire key, reply or error)."""
+        core = self._core
+        if core.ejected:
+            self._run(core.revive())
+        wire, server = core.route(key)
+        if isinstance(server, CacheError):
+            return wire, server
+        return wire, self._quick(server, what, encode(wire), quick)
+
     def get(self, key: Key, default: Any = None) -> Any:
         """The value of ``key``, or ``default``."""
         core = self._core
         if not self._text:
             return self._run(core.get(key, default))
-        if core.ejected:
-            self._run(core.revive())
-        wire, server = core.route(key)
-        result = server if isinstance(server, CacheError) else self._quick(
-            server, "get", encode_get([wire]), QUICK_VALUES)
+        wire, result = self._keyed(key, "get", lambda w: encode_get([w]), QUICK_VALUES)
         return core.got(wire, result, default)
 
     def get_many(self, keys: Iterable[Key]) -> dict[Any, Any]:
@@ -484,11 +487,7 @@ class Client:
         core = self._core
         if not self._text or noreply:
             return self._run(core.delete(key, noreply))
-        if core.ejected:
-            self._run(core.revive())
-        wire, server = core.route(key)
-        result = server if isinstance(server, CacheError) else self._quick(
-            server, "delete", encode_delete(wire), QUICK_CODE)
+        _, result = self._keyed(key, "delete", encode_delete, QUICK_CODE)
         return is_ok(core.outcome(result, "delete"))
 
     def delete_many(self, keys: Iterable[Key], noreply: bool = False) -> bool:
@@ -510,11 +509,8 @@ class Client:
     def _arith(self, what: str, key: Key, delta: int) -> int | None:
         core = self._core
         delta = core._delta(delta)
-        if core.ejected:
-            self._run(core.revive())
-        wire, server = core.route(key)
-        result = server if isinstance(server, CacheError) else self._quick(
-            server, what, encode_arith(wire, delta, what == "incr"), QUICK_NUMBER)
+        incr = what == "incr"
+        _, result = self._keyed(key, what, lambda w: encode_arith(w, delta, incr), QUICK_NUMBER)
         return number(core.outcome(result, what))
 
     def touch(self, key: Key, expire: int, noreply: bool = False) -> bool:
@@ -523,11 +519,7 @@ class Client:
         if not self._text or noreply:
             return self._run(core.touch(key, expire, noreply))
         exptime = core._exptime(expire)
-        if core.ejected:
-            self._run(core.revive())
-        wire, server = core.route(key)
-        result = server if isinstance(server, CacheError) else self._quick(
-            server, "touch", encode_touch(wire, exptime), QUICK_CODE)
+        _, result = self._keyed(key, "touch", lambda w: encode_touch(w, exptime), QUICK_CODE)
         return is_ok(core.outcome(result, "touch"))
 
     def flush_all(self, delay: int = 0, noreply: bool = False) -> bool:
