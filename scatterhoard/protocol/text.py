@@ -11,7 +11,7 @@ spaces only, a line ends with ``\\n`` (an optional ``\\r`` before it is dropped)
 from __future__ import annotations
 
 import binascii
-from typing import Final, NamedTuple
+from typing import Final, NamedTuple, cast
 
 KEY_MAX_LENGTH = 250
 #: A command line longer than this (without a newline) closes the connection,
@@ -117,7 +117,9 @@ class TooLarge(NamedTuple):
     noreply: bool
 
 
-_new_get: Final = tuple.__new__  # Final: a static when compiled, not a globals lookup
+# Builds a command tuple without NamedTuple's interpreted __new__ (a third of a set's parse time
+# when compiled). Final: a static when compiled, not a globals lookup.
+_new: Final = tuple.__new__
 
 TextCommand = (Get | StoreCmd | Delete | Arith | Touch | FlushAll | Version | Verbosity | Quit | Stats
                | Meta | ErrorReply | TooLarge)
@@ -127,22 +129,44 @@ _GETS = {b"get": (False, False), b"gets": (True, False), b"gat": (False, True), 
 _META = {b"mg", b"ms", b"md", b"ma", b"mn", b"me"}
 
 
+def _digits(tok: bytes, start: int) -> int:
+    """The number written in ``tok[start:]`` when it is 1 to 18 ASCII digits, else -1 (then
+    the caller asks int()). Compiled, this loop is native arithmetic: 4x faster than int(bytes)
+    on the short numbers of a command line."""
+    end = len(tok)
+    if end <= start or end - start > 18:
+        return -1
+    n = 0
+    for i in range(start, end):
+        c = tok[i] - 48
+        if c < 0 or c > 9:
+            return -1
+        n = n * 10 + c
+    return n
+
+
 def parse_uint(tok: bytes, limit: int) -> int | None:
-    if tok.isdigit():
+    n = _digits(tok, 0)
+    if n < 0:
+        if not tok.isdigit():
+            return None
         n = int(tok)
-        if n < limit:
-            return n
-    return None
+    return n if n < limit else None
 
 
 def parse_i32(tok: bytes) -> int | None:
     """memcached's safe_strtol into an int32: a 64-bit number, wrapped to 32 bits."""
-    body = tok[1:] if tok[:1] == b"-" else tok
-    if body.isdigit():
+    neg = len(tok) > 0 and tok[0] == 45  # "-"
+    n = _digits(tok, 1 if neg else 0)
+    if n >= 0:
+        n = -n if neg else n
+    else:
+        if not (tok[1:] if neg else tok).isdigit():
+            return None
         n = int(tok)
-        if -(1 << 63) <= n < 1 << 63:
-            return ((n + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)
-    return None
+        if not -(1 << 63) <= n < 1 << 63:
+            return None
+    return ((n + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)
 
 
 def parse_flags32(tok: bytes) -> int | None:
@@ -209,9 +233,29 @@ class TextRequestParser:
         """True between requests: nothing buffered, no data block awaited or being skipped."""
         return not self._buf and self._pending is None and not self._swallow
 
+    def single_get(self, data: bytes) -> bytes | None:
+        """The key when ``data`` is exactly one plain ``get <key>\\r\\n`` and nothing is buffered
+        (what a non-pipelined client sends most), else None: feed it then. Consumes nothing."""
+        end = len(data)
+        if (end > 6 and end <= 256 and data[end - 1] == 10 and data[end - 2] == 13 and data[0] == 103
+                and data[1] == 101 and data[2] == 116 and data[3] == 32 and not self._buf
+                and self._pending is None and not self._swallow):
+            key = data[4:end - 2]
+            if 32 not in key and 10 not in key:  # one line, one key
+                return key
+        return None
+
     def feed(self, data: bytes) -> list[TextCommand]:
         """Consume ``data``; return every command completed by it, in order."""
-        out: list[TextCommand] = []
+        return cast(list[TextCommand], self._feed(data, False))
+
+    def feed_bare(self, data: bytes) -> list[TextCommand | bytes]:
+        """As :meth:`feed`, but a plain one-key ``get`` comes out as its key alone, with no
+        command object to build and take apart (the server's hot path)."""
+        return self._feed(data, True)
+
+    def _feed(self, data: bytes, bare: bool) -> list[TextCommand | bytes]:
+        out: list[TextCommand | bytes] = []
         buf = self._buf
         if buf:  # a line or data block was cut short: go on once what it lacked is here
             buf += data
@@ -247,10 +291,21 @@ class TextRequestParser:
                     pos = stop + 2
                     continue
                 # StoreCmd and Meta both carry the value at index 4 (NamedTuple._replace is slow)
-                out.append(_new_get(type(cmd), (cmd[0], cmd[1], cmd[2], cmd[3], view[pos:stop], *cmd[5:])))
+                value = view[pos:stop]
+                if type(cmd) is StoreCmd:
+                    out.append(_new(StoreCmd, (cmd[0], cmd[1], cmd[2], cmd[3], value, cmd[5], cmd[6])))
+                else:
+                    out.append(_new(Meta, (cmd[0], cmd[1], cmd[2], cmd[3], value)))
                 pos = stop + 2
                 continue
-            eol = view.find(b"\n", pos)
+            # The newline: compiled, a scan of the first 64 bytes (where a get or set line ends)
+            # costs half a bytes.find call (which parses its arguments each time); then find.
+            eol = pos
+            scan_end = pos + 64 if pos + 64 < end else end
+            while eol < scan_end and view[eol] != 10:
+                eol += 1
+            if eol == scan_end:
+                eol = view.find(b"\n", eol) if eol < end else -1
             if eol < 0:
                 if self._check_line(view, pos, end, out):
                     pos = end
@@ -260,7 +315,7 @@ class TextRequestParser:
                     and view[pos + 2] == 116 and view[pos + 3] == 32):  # "get <key>": the hot path
                 key = view[pos + 4:line_end]
                 if 32 not in key:  # no space (an int operand: a bytes one first fails as an index)
-                    out.append(_new_get(Get, ([key], False, None)))
+                    out.append(key if bare else _new(Get, ([key], False, None)))
                     pos = eol + 1
                     continue
             line = view[pos:line_end]
@@ -276,7 +331,7 @@ class TextRequestParser:
         self._need = need
         return out
 
-    def _check_line(self, view: bytes | bytearray, pos: int, end: int, out: list[TextCommand]) -> bool:
+    def _check_line(self, view: bytes | bytearray, pos: int, end: int, out: list[TextCommand | bytes]) -> bool:
         """A line without its newline yet: True (and an error that closes) when it is already too long."""
         pending_len = end - pos
         if pending_len > MAX_LINE:
@@ -314,7 +369,7 @@ class TextRequestParser:
             for k in keys:
                 if len(k) > KEY_MAX_LENGTH:
                     return ErrorReply(BAD_FORMAT)
-            return Get(keys, with_cas, exptime)
+            return _new(Get, (keys, with_cas, exptime))
         if name in _STORAGE:
             return self._parse_storage(name, parts, n)
         if name in _META:
@@ -328,7 +383,7 @@ class TextRequestParser:
             extra = n - 2 - noreply
             if extra > 1 or (extra == 1 and parts[2] != b"0"):
                 return ErrorReply(b"CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]")
-            return Delete(parts[1], noreply)
+            return _new(Delete, (parts[1], noreply))
         if name == b"incr" or name == b"decr":
             if n != 3 and n != 4:
                 return ErrorReply(ERROR)
@@ -337,7 +392,7 @@ class TextRequestParser:
             delta = parse_uint(parts[2], _U64)
             if delta is None:
                 return ErrorReply(b"CLIENT_ERROR invalid numeric delta argument")
-            return Arith(parts[1], name == b"incr", delta, noreply)
+            return _new(Arith, (parts[1], name == b"incr", delta, noreply))
         if name == b"touch":
             if n != 3 and n != 4:
                 return ErrorReply(ERROR)
@@ -346,7 +401,7 @@ class TextRequestParser:
             exp = parse_i32(parts[2])
             if exp is None:
                 return ErrorReply(b"CLIENT_ERROR invalid exptime argument")
-            return Touch(parts[1], exp, noreply)
+            return _new(Touch, (parts[1], exp, noreply))
         if name == b"flush_all":
             if n > 3:
                 return ErrorReply(ERROR)
@@ -394,7 +449,7 @@ class TextRequestParser:
         if length + len(key) + 59 > self.max_item_size:
             self._swallow = length + 2
             return TooLarge(name, key, noreply)
-        self._pending = (StoreCmd(name, key, flags, exptime, b"", cas, noreply), length)
+        self._pending = (_new(StoreCmd, (name, key, flags, exptime, b"", cas, noreply)), length)
         return None
 
     def _parse_meta(self, name: bytes, parts: list[bytes], n: int) -> TextCommand | None:

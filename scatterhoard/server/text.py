@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from ..protocol import text as t
 from ..store import MemoryStore, Mode, Status, Store, absolute_exptime
@@ -27,6 +27,7 @@ _STORE_REPLY = {
     Status.TOO_LARGE: b"SERVER_ERROR object too large for cache\r\n",
     Status.NO_MEMORY: b"SERVER_ERROR out of memory storing object\r\n",
 }
+_clock: Final = time.time  # Final: a static when compiled, not a module attribute lookup per call
 NON_NUMERIC = b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n"
 
 
@@ -67,8 +68,12 @@ class TextSession:
         }
 
     def feed(self, data: bytes) -> bytes:
-        out: list[bytes] = []
         self.now = 0.0  # the clock, read once per batch by the first get that needs it
+        if self.memory is not None and not self.wrapped:
+            key = self.parser.single_get(data)
+            if key is not None:  # one plain get, as non-pipelined clients send: no command object
+                return self._get_one(key)
+        out: list[bytes] = []
         dispatch = self._dispatch
         if self.wrapped:  # handlers wrap the table: every command goes through it
             for cmd in self.parser.feed(data):
@@ -76,15 +81,17 @@ class TextSession:
                 if self.closing:
                     break
             return b"".join(out)
-        for cmd in self.parser.feed(data):  # direct (native) calls for the common commands
-            if isinstance(cmd, t.Get):
-                self._get(cmd, out)
-            elif isinstance(cmd, t.StoreCmd):
-                self._store(cmd, out)
-            elif isinstance(cmd, t.Meta):
-                self._meta(cmd, out)
+        for item in self.parser.feed_bare(data):  # direct (native) calls for the common commands
+            if isinstance(item, bytes):  # a plain get of this key
+                out.append(self._get_one(item))
+            elif isinstance(item, t.Get):
+                self._get(item, out)
+            elif isinstance(item, t.StoreCmd):
+                self._store(item, out)
+            elif isinstance(item, t.Meta):
+                self._meta(item, out)
             else:
-                dispatch[type(cmd)](cmd, out)
+                dispatch[type(item)](item, out)
             if self.closing:
                 break
         return b"".join(out)
@@ -94,23 +101,7 @@ class TextSession:
         st = self.stats
         keys = cmd.keys
         if len(keys) == 1 and not cmd.with_cas and cmd.exptime is None:  # the hot path
-            key = keys[0]
-            memory = self.memory
-            if memory is not None:
-                now = self.now
-                if not now:
-                    now = self.now = time.time()
-                item = memory.get(key, None, True, now)
-            else:
-                item = self.store.get(key)
-            st.cmd_get += 1
-            if item is None:
-                st.get_misses += 1
-                out.append(b"END\r\n")
-            else:
-                st.get_hits += 1
-                v = item.value
-                out.append(b"VALUE %s %d %d\r\n%s\r\nEND\r\n" % (key, item.flags, len(v), v))
+            out.append(self._get_one(keys[0]))
             return
         store = self.store
         touch = None
@@ -140,6 +131,25 @@ class TextSession:
         if touch is not None:
             st.touch_hits += hits
             st.touch_misses += n - hits
+
+    def _get_one(self, key: bytes) -> bytes:
+        """The reply to ``get <key>``."""
+        memory = self.memory
+        if memory is not None:
+            now = self.now
+            if not now:
+                now = self.now = _clock()
+            item = memory.get(key, None, True, now)
+        else:
+            item = self.store.get(key)
+        st = self.stats
+        st.cmd_get += 1
+        if item is None:
+            st.get_misses += 1
+            return b"END\r\n"
+        st.get_hits += 1
+        v = item.value
+        return b"VALUE %s %d %d\r\n%s\r\nEND\r\n" % (key, item.flags, len(v), v)
 
     # -- storage ---------------------------------------------------------------------
     def _store(self, cmd: t.StoreCmd, out: list[bytes]) -> None:
