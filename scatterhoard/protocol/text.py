@@ -145,6 +145,36 @@ def _digits(tok: bytes, start: int) -> int:
     return n
 
 
+def to_int(tok: bytes) -> int:
+    """``int(tok)``, the short all-digit case (every number a server sends) native when compiled."""
+    n = _digits(tok, 0)
+    return n if n >= 0 else int(tok)
+
+
+def find_lf(view: bytes, pos: int, end: int) -> int:
+    """``view.find(b"\\n", pos)`` for ``end == len(view)``. Compiled, a scan of the first 64 bytes
+    (where a command or reply line ends) costs half a bytes.find call, which parses its
+    arguments on every call; longer lines go on with find."""
+    stop = pos + 64 if pos + 64 < end else end
+    i = pos
+    while i < stop:
+        if view[i] == 10:
+            return i
+        i += 1
+    return view.find(b"\n", stop) if stop < end else -1
+
+
+def find_crlf(view: bytes, pos: int, end: int) -> int:
+    """``view.find(b"\\r\\n", pos)`` for ``end == len(view)``, as :func:`find_lf`."""
+    stop = pos + 64 if pos + 64 < end else end
+    i = pos
+    while i < stop:
+        if view[i] == 13 and i + 1 < end and view[i + 1] == 10:
+            return i
+        i += 1
+    return view.find(b"\r\n", stop) if stop < end else -1
+
+
 def parse_uint(tok: bytes, limit: int) -> int | None:
     n = _digits(tok, 0)
     if n < 0:
@@ -298,14 +328,7 @@ class TextRequestParser:
                     out.append(_new(Meta, (cmd[0], cmd[1], cmd[2], cmd[3], value)))
                 pos = stop + 2
                 continue
-            # The newline: compiled, a scan of the first 64 bytes (where a get or set line ends)
-            # costs half a bytes.find call (which parses its arguments each time); then find.
-            eol = pos
-            scan_end = pos + 64 if pos + 64 < end else end
-            while eol < scan_end and view[eol] != 10:
-                eol += 1
-            if eol == scan_end:
-                eol = view.find(b"\n", eol) if eol < end else -1
+            eol = find_lf(view, pos, end)
             if eol < 0:
                 if self._check_line(view, pos, end, out):
                     pos = end

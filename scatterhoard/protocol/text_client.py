@@ -15,6 +15,7 @@ from enum import IntEnum
 from typing import Final, NamedTuple
 
 from ..errors import ProtocolError
+from .text import find_crlf, to_int
 
 
 class Expect(IntEnum):
@@ -72,6 +73,44 @@ _NONE: Final = 4
 _new: Final = tuple.__new__
 #: what a parser made with ``keep=False`` puts in a ValuesReply for each value found
 UNKEPT: Final = Value(b"", 0, b"", 0)
+
+
+def _number(view: bytes, i: int, eol: int) -> tuple[int, int]:
+    """The decimal number at ``view[i:]`` up to the next space or ``eol``: (value, where it
+    stopped), value -1 when there is none or a byte other than a digit."""
+    start = i
+    n = 0
+    while i < eol:
+        c = view[i]
+        if c == 32:
+            break
+        if c < 48 or c > 57:
+            return -1, i
+        n = n * 10 + (c - 48)
+        i += 1
+    return (n if i > start else -1), i
+
+
+def _value_line(view: bytes, pos: int, eol: int) -> tuple[int, int, int, int]:
+    """``VALUE <key> <flags> <bytes> [<cas>]`` at ``view[pos:eol]``, read in place (compiled: no
+    slices, no split): (end of the key, flags, bytes, cas); bytes is -1 when the line is malformed."""
+    k = pos + 6
+    while k < eol and view[k] != 32:
+        k += 1
+    if k == pos + 6 or k >= eol:
+        return 0, 0, -1, 0
+    flags, i = _number(view, k + 1, eol)
+    if flags < 0 or i >= eol:
+        return 0, 0, -1, 0
+    size, i = _number(view, i + 1, eol)
+    if size < 0:
+        return 0, 0, -1, 0
+    cas = 0
+    if i < eol:
+        cas, i = _number(view, i + 1, eol)
+        if cas < 0 or i < eol:
+            return 0, 0, -1, 0
+    return k, flags, size, cas
 
 
 def is_error_line(line: bytes) -> bool:
@@ -132,12 +171,26 @@ class TextReplyParser:
                 expect.popleft()
                 reply_start = pos
                 continue
-            eol = view.find(b"\r\n", pos)
+            eol = find_crlf(view, pos, end)
             if eol < 0:
                 need = end - reply_start + 1
                 break
-            line = view[pos:eol]
             nxt = eol + 2
+            if (kind == _VALUES and eol > pos + 6 and view[pos] == 86 and view[pos + 1] == 65  # "VALUE "
+                    and view[pos + 2] == 76 and view[pos + 3] == 85 and view[pos + 4] == 69 and view[pos + 5] == 32):
+                key_end, flags_v, size, cas = _value_line(view, pos, eol)
+                if size < 0:
+                    raise ProtocolError(f"bad VALUE line: {view[pos:min(eol, pos + 80)]!r}")
+                if end < nxt + size + 2:
+                    need = nxt + size + 2 - reply_start
+                    break
+                if keep:
+                    self._values.append(_new(Value, (view[pos + 6:key_end], flags_v, view[nxt:nxt + size], cas)))  # type: ignore[arg-type]
+                else:
+                    self._values.append(UNKEPT)  # type: ignore[arg-type]
+                pos = nxt + size + 2
+                continue
+            line = view[pos:eol]
             if kind == _LINE:
                 out.append(_new(LineReply, (line, view[reply_start:nxt] if keep else b"")))
             elif kind == _META:
@@ -146,7 +199,7 @@ class TextReplyParser:
                 if code == b"VA":
                     parts = line.split(b" ")
                     try:
-                        size = int(parts[1])
+                        size = to_int(parts[1])
                     except (IndexError, ValueError):
                         raise ProtocolError(f"bad meta VA line: {line[:80]!r}") from None
                     if end < nxt + size + 2:
@@ -166,23 +219,6 @@ class TextReplyParser:
             elif line == b"END":  # of stats (a retrieval's END is taken above)
                 out.append(_new(StatsReply, (self._values, view[reply_start:nxt] if keep else b"")))
                 self._values = []
-            elif kind == _VALUES and line.startswith(b"VALUE "):
-                parts = line.split(b" ")
-                try:
-                    size = int(parts[3])
-                    flags_v = int(parts[2])
-                    cas = int(parts[4]) if len(parts) > 4 else 0
-                except (IndexError, ValueError):
-                    raise ProtocolError(f"bad VALUE line: {line[:80]!r}") from None
-                if end < nxt + size + 2:
-                    need = nxt + size + 2 - reply_start
-                    break
-                if keep:
-                    self._values.append(_new(Value, (parts[1], flags_v, view[nxt:nxt + size], cas)))  # type: ignore[arg-type]
-                else:
-                    self._values.append(UNKEPT)  # type: ignore[arg-type]
-                pos = nxt + size + 2
-                continue
             elif kind == _STATS and line.startswith(b"STAT "):
                 _, name, value_s = (line.split(b" ", 2) + [b""])[:3]
                 self._values.append((name, value_s))  # type: ignore[arg-type]
