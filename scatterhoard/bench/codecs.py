@@ -13,7 +13,7 @@ order.  Hits are found keys (gets), stored values (sets), existing counters
 from __future__ import annotations
 
 from collections import deque
-from typing import Any
+from typing import Any, Final
 
 from ..protocol import binary as b
 from ..protocol import distcache as dc
@@ -38,7 +38,7 @@ from .workload import DELETE, GET, INCR, MGET, SET, Op
 Outcome = tuple[int, int, int, int]  # kind, hits, misses, errors
 Meta = tuple[Any, ...]
 
-DISTCACHE_DEFAULT_TIMEOUT_MS = 3_600_000
+DISTCACHE_DEFAULT_TIMEOUT_MS: Final = 3_600_000
 
 
 class Codec:
@@ -152,7 +152,7 @@ class TextCodec(Codec):
         return out
 
 
-_NO_CREATE = 0xFFFFFFFF  # binary incr exptime: do not create a missing counter (like text incr)
+_NO_CREATE: Final = 0xFFFFFFFF  # binary incr exptime: do not create a missing counter (like text incr)
 
 
 class BinaryCodec(Codec):

@@ -14,11 +14,12 @@ from __future__ import annotations
 import math
 from array import array
 from collections.abc import Iterable, Iterator
+from typing import Final
 
-SUB_BITS = 7
-SUB = 1 << SUB_BITS
-MAX_SHIFT = 40  # values up to 2^48 ns (about 3 days) are bucketed; larger ones land in the last bucket
-SIZE = (MAX_SHIFT + 2) * SUB
+SUB_BITS: Final = 7
+SUB: Final = 1 << SUB_BITS
+MAX_SHIFT: Final = 40  # values up to 2^48 ns (about 3 days) are bucketed; larger ones land in the last bucket
+SIZE: Final = (MAX_SHIFT + 2) * SUB
 
 
 def bucket_of(value: int) -> int:

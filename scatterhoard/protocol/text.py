@@ -13,18 +13,18 @@ from __future__ import annotations
 import binascii
 from typing import Final, NamedTuple, cast
 
-KEY_MAX_LENGTH = 250
+KEY_MAX_LENGTH: Final = 250
 #: A command line longer than this (without a newline) closes the connection,
 #: except retrieval lines, which may carry many keys.
-MAX_LINE = 8192
-MAX_GET_LINE = 4 * 1024 * 1024
-_U32 = 1 << 32
-_U64 = 1 << 64
-_I32_MIN = -(1 << 31)
+MAX_LINE: Final = 8192
+MAX_GET_LINE: Final = 4 * 1024 * 1024
+_U32: Final = 1 << 32
+_U64: Final = 1 << 64
+_I32_MIN: Final = -(1 << 31)
 
-ERROR = b"ERROR"
-BAD_FORMAT = b"CLIENT_ERROR bad command line format"
-BAD_CHUNK = b"CLIENT_ERROR bad data chunk"
+ERROR: Final = b"ERROR"
+BAD_FORMAT: Final = b"CLIENT_ERROR bad command line format"
+BAD_CHUNK: Final = b"CLIENT_ERROR bad data chunk"
 
 
 class Get(NamedTuple):
@@ -124,9 +124,9 @@ _new: Final = tuple.__new__
 TextCommand = (Get | StoreCmd | Delete | Arith | Touch | FlushAll | Version | Verbosity | Quit | Stats
                | Meta | ErrorReply | TooLarge)
 
-_STORAGE = {b"set", b"add", b"replace", b"append", b"prepend", b"cas"}
-_GETS = {b"get": (False, False), b"gets": (True, False), b"gat": (False, True), b"gats": (True, True)}
-_META = {b"mg", b"ms", b"md", b"ma", b"mn", b"me"}
+_STORAGE: Final = {b"set", b"add", b"replace", b"append", b"prepend", b"cas"}
+_GETS: Final = {b"get": (False, False), b"gets": (True, False), b"gat": (False, True), b"gats": (True, True)}
+_META: Final = {b"mg", b"ms", b"md", b"ma", b"mn", b"me"}
 
 
 def _digits(tok: bytes, start: int) -> int:
@@ -206,15 +206,15 @@ def parse_flags32(tok: bytes) -> int | None:
 
 
 # Meta flags that carry a number, per command, with memcached's parse rule.
-_META_NUMERIC: dict[bytes, dict[str, str]] = {
+_META_NUMERIC: Final[dict[bytes, dict[str, str]]] = {
     b"mg": {"T": "i32", "R": "i32", "N": "i32"},
     b"ms": {"T": "i32", "C": "u64", "F": "flags"},
     b"md": {"T": "i32", "C": "u64"},
     b"ma": {"T": "i32", "C": "u64", "N": "i32", "J": "u64", "D": "u64"},
     b"me": {},
 }
-_BAD_TOKEN = b"CLIENT_ERROR bad token in command line format"
-_INVALID_OR_DUP = b"CLIENT_ERROR invalid or duplicate flag"
+_BAD_TOKEN: Final = b"CLIENT_ERROR bad token in command line format"
+_INVALID_OR_DUP: Final = b"CLIENT_ERROR invalid or duplicate flag"
 
 
 def parse_meta_flags(command: bytes, tokens: list[bytes]) -> list[tuple[str, bytes]] | bytes:

@@ -34,7 +34,7 @@ import logging
 import os
 import socket
 from collections import deque
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Final, Protocol, cast
 
 from mypy_extensions import mypyc_attr
 
@@ -50,16 +50,16 @@ if TYPE_CHECKING:
 log = logging.getLogger("scatterhoard.proxy")
 
 # What a waiter expects (Waiter.kind).
-LINE = 0  # one line: storage, delete, incr/decr, touch, flush_all, version
-META = 1  # one meta line; VA carries a data block
-QUIET = 2  # a meta request with q, sent followed by "mn": "MN" alone means no reply
-MN_TAIL = 3  # the "MN" after a quiet meta request that did answer
-VALUES = 4  # get/gat: "VALUE key flags bytes" blocks, then END (or one error line)
-VALUES_CAS = 5  # gets/gats: "VALUE key flags bytes cas" blocks, then END
+LINE: Final = 0  # one line: storage, delete, incr/decr, touch, flush_all, version
+META: Final = 1  # one meta line; VA carries a data block
+QUIET: Final = 2  # a meta request with q, sent followed by "mn": "MN" alone means no reply
+MN_TAIL: Final = 3  # the "MN" after a quiet meta request that did answer
+VALUES: Final = 4  # get/gat: "VALUE key flags bytes" blocks, then END (or one error line)
+VALUES_CAS: Final = 5  # gets/gats: "VALUE key flags bytes cas" blocks, then END
 
-CONNECTING = 0
-CONNECTED = 1
-CLOSED = 2
+CONNECTING: Final = 0
+CONNECTED: Final = 1
+CLOSED: Final = 2
 
 
 def error_line(err: int | None) -> bytes:
@@ -89,7 +89,7 @@ class _Discard(Waiter):
     __slots__ = ()
 
 
-DISCARD_MN = _Discard(MN_TAIL)
+DISCARD_MN: Final = _Discard(MN_TAIL)
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)

@@ -29,7 +29,7 @@ import errno
 import logging
 from collections import deque
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any, Final, cast
 
 from mypy_extensions import mypyc_attr
 
@@ -59,10 +59,10 @@ from .stats import VERSION, stats_text
 log = logging.getLogger("scatterhoard.proxy")
 
 #: Largest data block accepted from a client (nutcracker has no limit; the backend applies its own).
-MAX_ITEM_SIZE = 64 * 1024 * 1024
-ERR_NO_LIVE = error_line(errno.ECONNREFUSED)  # every server ejected: nutcracker answers ECONNREFUSED too
-TOO_LARGE = b"SERVER_ERROR object too large for cache\r\n"
-NOREPLY = b" noreply"
+MAX_ITEM_SIZE: Final = 64 * 1024 * 1024
+ERR_NO_LIVE: Final = error_line(errno.ECONNREFUSED)  # every server ejected: nutcracker answers ECONNREFUSED too
+TOO_LARGE: Final = b"SERVER_ERROR object too large for cache\r\n"
+NOREPLY: Final = b" noreply"
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)

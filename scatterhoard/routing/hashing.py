@@ -99,7 +99,7 @@ _FNV64_PRIME_LOW: Final = 0x000001B3
 
 _MURMUR_M: Final = 0x5BD1E995
 
-_WORDS: dict[int, struct.Struct] = {}
+_WORDS: Final[dict[int, struct.Struct]] = {}
 
 
 def _signed(key: bytes) -> Iterable[int]:

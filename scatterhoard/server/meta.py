@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import binascii
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from ..protocol.text import Meta, parse_flags32, parse_i32
 from ..store import Mode, Status, absolute_exptime, remaining_ttl
@@ -13,7 +13,7 @@ from ..store.base import ITEM_HEADER_SIZE, Item
 if TYPE_CHECKING:
     from .text import TextSession
 
-_MS_MODES = {b"E": Mode.ADD, b"A": Mode.APPEND, b"P": Mode.PREPEND, b"R": Mode.REPLACE, b"S": Mode.SET}
+_MS_MODES: Final = {b"E": Mode.ADD, b"A": Mode.APPEND, b"P": Mode.PREPEND, b"R": Mode.REPLACE, b"S": Mode.SET}
 
 
 def _num(tok: bytes) -> int:

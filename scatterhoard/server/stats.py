@@ -12,7 +12,7 @@ from .. import __version__
 from ..store import Store
 
 #: What ``version`` reports: a memcached 1.6 version number clients accept, then ours.
-VERSION = f"1.6.18-scatterhoard-{__version__}"
+VERSION: Final = f"1.6.18-scatterhoard-{__version__}"
 
 
 @dataclass

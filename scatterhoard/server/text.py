@@ -17,9 +17,9 @@ from ..store.base import flush_delay
 from .meta import execute_meta
 from .stats import VERSION, ServerStats, Settings, stats_group
 
-_MODES = {b"set": Mode.SET, b"add": Mode.ADD, b"replace": Mode.REPLACE, b"append": Mode.APPEND,
+_MODES: Final = {b"set": Mode.SET, b"add": Mode.ADD, b"replace": Mode.REPLACE, b"append": Mode.APPEND,
           b"prepend": Mode.PREPEND, b"cas": Mode.CAS}
-_STORE_REPLY = {
+_STORE_REPLY: Final = {
     Status.STORED: b"STORED\r\n",
     Status.NOT_STORED: b"NOT_STORED\r\n",
     Status.EXISTS: b"EXISTS\r\n",
@@ -28,7 +28,7 @@ _STORE_REPLY = {
     Status.NO_MEMORY: b"SERVER_ERROR out of memory storing object\r\n",
 }
 _clock: Final = time.time  # Final: a static when compiled, not a module attribute lookup per call
-NON_NUMERIC = b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n"
+NON_NUMERIC: Final = b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n"
 
 
 def format_stats(rows: list[tuple[str, object]]) -> bytes:

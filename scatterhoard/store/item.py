@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import time
 from enum import IntEnum
+from typing import Final
 
 from mypy_extensions import mypyc_attr
 
 #: memcached: relative expiry times are at most 30 days; larger ones are unix times.
-REALTIME_MAXDELTA = 60 * 60 * 24 * 30
+REALTIME_MAXDELTA: Final = 60 * 60 * 24 * 30
 #: memcached's per-item header (48) + cas (8) + key NUL (1) + value CRLF (2).
-ITEM_HEADER_SIZE = 59
-KEY_MAX_LENGTH = 250
+ITEM_HEADER_SIZE: Final = 59
+KEY_MAX_LENGTH: Final = 250
 
 
 def absolute_exptime(exptime: int, now: float | None = None) -> float:
@@ -143,7 +144,7 @@ def plan_store(mode: Mode, old: Item | None, key: bytes, value: bytes, flags: in
     return None, value, flags, exptime, stale
 
 
-_U64 = (1 << 64) - 1
+_U64: Final = (1 << 64) - 1
 
 
 def plan_arith(current: bytes, delta: int, incr: bool) -> tuple[int, bytes] | None:

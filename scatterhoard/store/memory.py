@@ -33,10 +33,10 @@ from ..errors import ConfigError
 from .base import ITEM_HEADER_SIZE, EngineConfig, Item, Mode, Status, Store, plan_arith, plan_store
 
 #: After this many bytes are evicted, :attr:`MemoryStore.trim_hook` runs (returns memory to the OS).
-TRIM_AFTER_BYTES = 32 * 1024 * 1024
+TRIM_AFTER_BYTES: Final = 32 * 1024 * 1024
 #: Estimated CPython bytes per item beyond key and value bytes (measured with tracemalloc).
-ITEM_OVERHEAD = 380
-_U64 = (1 << 64) - 1
+ITEM_OVERHEAD: Final = 380
+_U64: Final = (1 << 64) - 1
 _clock: Final = time.time  # Final: a static when compiled, not a module attribute lookup per call
 
 
