@@ -379,6 +379,16 @@ def test_protocol_error_answered_then_closed(main: Proxy) -> None:
         assert other.set("unaffected", 1) is True
 
 
+def test_nothing_after_quit_is_answered(main: Proxy) -> None:
+    # redis stops reading a client's input at QUIT: the malformed request after it gets no -ERR
+    with socket.create_connection(("127.0.0.1", main.port), timeout=5) as sock:
+        sock.sendall(b"*1\r\n$4\r\nPING\r\n*1\r\n$4\r\nQUIT\r\n*2\r\n$3\r\nGET\r\n$x\r\n")
+        data = b""
+        while chunk := sock.recv(1000):
+            data += chunk
+        assert data == b"+PONG\r\n+OK\r\n"
+
+
 def test_garbage_from_clients_never_hurts_others(main: Proxy) -> None:
     rng = random.Random(3)
     valid = [b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n", b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$2\r\nvv\r\n",

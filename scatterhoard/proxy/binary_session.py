@@ -197,12 +197,8 @@ class BinarySession(ClientConnection):
             try:
                 items = parser.feed(data)
             except BinaryFramingError as exc:  # answer what came before, then memcached's reply, close
-                self.limit = 1 << 30  # (what came before is not held back: the error comes after it)
-                self._handle(exc.packets)
-                if not self.closing:
-                    if exc.status is not None:
-                        self._answer(encode_error(exc.opcode, exc.status, exc.opaque))
-                    self._refuse()
+                self._close_after(exc.packets, None if exc.status is None
+                                  else encode_error(exc.opcode, exc.status, exc.opaque))
                 return
             self._handle(items)
             self.idle = not parser.buffered and not parser.skipping
@@ -278,12 +274,6 @@ class BinarySession(ClientConnection):
                                       item.status_or_vbucket, item.datatype)
             queue.append(slot)
             (server.active or server.pick()).send(data, slot)
-
-    def _refuse(self) -> None:
-        """A request memcached closes the connection for: what came before is answered, then close."""
-        self.pool.stats.client_err += 1
-        self.closing = True
-        self._mark()
 
     # -- answered by the proxy (or broadcast) ------------------------------------------------------
     def _noop(self, p: Packet) -> None:

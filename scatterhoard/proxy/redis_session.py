@@ -168,12 +168,7 @@ class RedisSession(ClientConnection):
             try:
                 commands = parser.feed(data)
             except RespProtocolError as exc:  # redis runs what came before, answers the error, closes
-                self.limit = 1 << 30  # (what came before is not held back: the error comes after it)
-                self._handle(exc.parsed)  # type: ignore[arg-type]
-                self._answer(b"-ERR %s\r\n" % str(exc).encode())
-                self.pool.stats.client_err += 1
-                self.closing = True
-                self._mark()
+                self._close_after(exc.parsed, b"-ERR %s\r\n" % str(exc).encode())
                 return
             self._handle(commands)
         except Exception:

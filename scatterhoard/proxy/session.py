@@ -288,6 +288,27 @@ class ClientConnection:  # a duck-typed asyncio protocol (compiled classes canno
         if self.transport is not None:
             self.transport.abort()
 
+    def _handle(self, items: list[Any]) -> None:
+        """Route or answer parsed requests, in order (each protocol's session)."""
+        raise NotImplementedError
+
+    def _refuse(self) -> None:
+        """A request the server closes the connection for: what came before is answered, then close."""
+        self.pool.stats.client_err += 1
+        self.closing = True
+        self._mark()
+
+    def _close_after(self, parsed: list[Any], reply: bytes | None) -> None:
+        """Input the parser cannot go on from: the requests parsed before it run as usual (none held
+        back: the error comes after them), then ``reply`` (when given and no QUIT among them
+        already ended the session), then the connection closes."""
+        self.limit = 1 << 30
+        self._handle(parsed)
+        if not self.closing:
+            if reply is not None:
+                self._answer(reply)
+            self._refuse()
+
     # -- answers -------------------------------------------------------------------------
     def _answer(self, data: bytes) -> None:
         """A reply the proxy gives itself, at its place in the order."""
@@ -588,9 +609,7 @@ class ClientSession(ClientConnection):
     def _error(self, cmd: ErrorReply) -> None:
         self._answer(cmd.message + b"\r\n")
         if cmd.close:
-            self.pool.stats.client_err += 1
-            self.closing = True
-            self._mark()
+            self._refuse()
 
     def _too_large(self, cmd: TooLarge) -> None:
         if not cmd.noreply:
