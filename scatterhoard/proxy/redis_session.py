@@ -139,21 +139,20 @@ class RedisSession(ClientConnection):
 
 
     def __init__(self, pool: Pool) -> None:
+        self.resp3 = False  # HELLO 3: served over the servers' RESP3 connections (see servers_for)
         super().__init__(pool)
         self.no_live_reply = error_reply(errno.ECONNREFUSED)
         self.parser = ProxyRespParser()
         self.authenticated = not pool.config.redis_auth
-        self.resp3 = False  # HELLO 3: served over the servers' RESP3 connections
         self.name: bytes | None = None  # CLIENT SETNAME
         self._local: dict[bytes, Callable[[list[bytes]], None]] = {
             b"ping": self._ping, b"echo": self._echo, b"quit": self._quit, b"auth": self._auth,
             b"select": self._select, b"hello": self._hello, b"client": self._client,
         }
 
-    def rebind(self, pool: Pool) -> None:
-        super().rebind(pool)
-        if self.resp3:  # keep a RESP3 client on the servers' RESP3 connections
-            self.servers = [s.variant("resp3") for s in pool.servers]
+    def servers_for(self, pool: Pool) -> list[BackendServer]:
+        # a RESP3 client (HELLO 3) stays on the servers' RESP3 connections, across reloads too
+        return [s.variant("resp3") for s in pool.servers] if self.resp3 else pool.servers
 
     def data_received(self, data: bytes) -> None:
         if self.closing:
@@ -442,8 +441,7 @@ class RedisSession(ClientConnection):
             self._answer(NOAUTH)
             return
         self.resp3 = resp3
-        pool_servers = self.pool.servers
-        self.servers = [s.variant("resp3") for s in pool_servers] if resp3 else pool_servers
+        self.servers = self.servers_for(self.pool)
         fields: list[bytes | int] = [b"server", b"redis", b"version", b"7.0.0", b"proto", 3 if resp3 else 2,
                                      b"id", id(self) & 0xFFFFFFFF, b"mode", b"standalone", b"role", b"master"]
         body = b"".join([b":%d\r\n" % v if isinstance(v, int) else b"$%d\r\n%b\r\n" % (len(v), v)
