@@ -53,8 +53,9 @@ class ProxyOptions:
     on_aggregate: Callable[[Proxy], None] | None = None
 
 
-def bind_listener(listen: Listen, backlog: int, reuseport: bool = False) -> socket.socket:
-    """A listening socket for a pool's ``listen:`` (unix sockets get their permissions)."""
+def bind_listener(listen: Listen, backlog: int, reuseport: bool = False, listening: bool = True) -> socket.socket:
+    """A listening socket for a pool's ``listen:`` (unix sockets get their permissions);
+    ``listening=False``: bound only, the address checked and held (a --workers parent's)."""
     if listen.is_unix:
         unlink_stale_socket(listen.path)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -75,7 +76,8 @@ def bind_listener(listen: Listen, backlog: int, reuseport: bool = False) -> sock
             if reuseport and hasattr(socket, "SO_REUSEPORT"):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.bind(addr)
-            sock.listen(backlog)
+            if listening:
+                sock.listen(backlog)
         except OSError:
             sock.close()
             raise
@@ -83,14 +85,24 @@ def bind_listener(listen: Listen, backlog: int, reuseport: bool = False) -> sock
     return sock
 
 
+def bind_stats(opts: ProxyOptions) -> socket.socket:
+    """The stats port's listening socket (-s/-a)."""
+    try:
+        return bind_listener(Listen(f"{opts.stats_addr}:{opts.stats_port}", host=opts.stats_addr,
+                                    port=opts.stats_port), 512)
+    except (OSError, IndexError) as exc:
+        raise HoardError(f"cannot listen on stats address {opts.stats_addr}:{opts.stats_port}: "
+                         f"{getattr(exc, 'strerror', None) or exc}") from None
+
+
+def pool_order(name: str) -> tuple[int, bytes]:
+    """Pools in nutcracker's stats order: by name length, then name."""
+    return len(name.encode()), name.encode()
+
+
 def listen_key(listen: Listen) -> str:
     """What identifies a listening address across reloads (the path, or host:port)."""
     return listen.path if listen.is_unix else f"{listen.host}:{listen.port}"
-
-
-def _pool_sort_key(pool: PoolConfig) -> tuple[int, bytes]:
-    raw = pool.name.encode()
-    return (len(raw), raw)
 
 
 class StatsConnection(asyncio.Protocol):
@@ -165,13 +177,7 @@ class Proxy(Service):
                 self.listeners[listen_key(pool.listen)] = self.bind_pool(pool)
             opts = self.options
             if opts.stats_port:
-                try:
-                    self.stats_socket = bind_listener(
-                        Listen(f"{opts.stats_addr}:{opts.stats_port}", host=opts.stats_addr,
-                               port=opts.stats_port), 512)
-                except (OSError, IndexError) as exc:
-                    raise HoardError(f"cannot listen on stats address {opts.stats_addr}:{opts.stats_port}: "
-                                     f"{getattr(exc, 'strerror', None) or exc}") from None
+                self.stats_socket = bind_stats(opts)
         except BaseException:
             self.close_sockets()
             raise
@@ -263,7 +269,7 @@ class Proxy(Service):
 
     # -- stats ------------------------------------------------------------------------------------
     def snapshot(self) -> list[PoolSnapshot]:
-        return [p.snapshot() for p in sorted(self.pools, key=lambda p: _pool_sort_key(p.config))]
+        return [p.snapshot() for p in sorted(self.pools, key=lambda p: pool_order(p.config.name))]
 
     def _aggregate(self) -> None:
         self._snapshot = self.snapshot()

@@ -43,8 +43,8 @@ from typing import Any, cast
 
 from ..errors import ConfigError, HoardError
 from ..service import Service
-from .app import Proxy, ProxyOptions, StatsConnection, bind_listener, listen_key
-from .config import Listen, ProxyConfig
+from .app import Proxy, ProxyOptions, StatsConnection, bind_listener, bind_stats, listen_key, pool_order
+from .config import ProxyConfig
 from .reload import one_line, validate_text
 from .stats import PoolSnapshot, render
 
@@ -52,21 +52,6 @@ log = logging.getLogger("scatterhoard.proxy")
 
 EJECTED_AT = 4  # index of server_ejected_at in a server's metrics: the latest, not the sum
 RESTART_PAUSE = 1.0  # seconds before restarting a worker that lived less than this
-
-
-def reserve_tcp(listen: Listen) -> socket.socket:
-    """Bind (without listening) a SO_REUSEPORT socket: the port is checked and held for the workers."""
-    family, kind, proto, _, addr = socket.getaddrinfo(listen.host, listen.port, type=socket.SOCK_STREAM,
-                                                      flags=socket.AI_PASSIVE)[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind(addr)
-    except OSError:
-        sock.close()
-        raise
-    return sock
 
 
 def sum_snapshots(reports: list[list[PoolSnapshot]]) -> list[PoolSnapshot]:
@@ -86,7 +71,7 @@ def sum_snapshots(reports: list[list[PoolSnapshot]]) -> list[PoolSnapshot]:
                     by_server[sname] = acc = [0] * len(smetrics)
                 for i, v in enumerate(smetrics):
                     acc[i] = max(acc[i], v) if i == EJECTED_AT else acc[i] + v
-    names = sorted(pools, key=lambda n: (len(n.encode()), n.encode()))
+    names = sorted(pools, key=pool_order)
     return [(n, pools[n][0], list(pools[n][1].items())) for n in names]
 
 
@@ -147,17 +132,11 @@ class Supervisor(Service):
                     if pool.listen.is_unix:
                         self.unix[key] = bind_listener(pool.listen, pool.backlog)
                     else:
-                        self.reserved[key] = reserve_tcp(pool.listen)
+                        self.reserved[key] = bind_listener(pool.listen, 0, reuseport=True, listening=False)
                 except (OSError, IndexError) as exc:
                     raise HoardError(f"pool '{pool.name}': cannot listen on {pool.listen}: "
                                      f"{getattr(exc, 'strerror', None) or exc}") from None
-            opts = self.options
-            try:
-                self.stats_socket = bind_listener(
-                    Listen(f"{opts.stats_addr}:{opts.stats_port}", host=opts.stats_addr, port=opts.stats_port), 512)
-            except (OSError, IndexError) as exc:
-                raise HoardError(f"cannot listen on stats address {opts.stats_addr}:{opts.stats_port}: "
-                                 f"{getattr(exc, 'strerror', None) or exc}") from None
+            self.stats_socket = bind_stats(self.options)
         except BaseException:
             self.close_sockets()
             raise
