@@ -121,8 +121,8 @@ class Client:
             SyncPool(self._connector(i), core.max_pool_size, core.timeout, core.labels[i])
             for i in range(len(core.servers))
         ]
-        # The commonest single-key commands skip the plan machinery with the text protocol
-        # (see _quick); everything else, and every command of the other protocols, runs a plan.
+        # The commonest single-key commands skip the plan machinery (see _keyed); with the text
+        # protocol they skip the request objects too (see _quick).
         self._text = core.protocol == "text"
 
     # -- plumbing ----------------------------------------------------------------------------------
@@ -401,9 +401,11 @@ class Client:
     def serde(self) -> Serde:
         return self._core.serde
 
+    # The commonest single-key commands skip the plan machinery: revive due servers, route the
+    # key, send one request and read its reply (AsyncClient's _keyed, blocking).
+
     def _keyed(self, key: Key, what: str, encode: Callable[[bytes], bytes], quick: Quick) -> tuple[bytes, object]:
-        """Text fast path of a one-key command: revive due servers, route ``key``, send
-        ``encode(wire key)`` and read its reply with ``quick``: (wire key, reply or error)."""
+        """Text: send ``encode(wire key)`` and read its reply with ``quick``: (wire key, reply or error)."""
         core = self._core
         if core.ejected:
             self._run(core.revive())
@@ -412,12 +414,24 @@ class Client:
             return wire, server
         return wire, self._quick(server, what, encode(wire), quick)
 
+    def _keyed_request(self, key: Key, build: Callable[[bytes], Request]) -> tuple[bytes, object]:
+        """Meta and binary: run the request ``build(wire key)``: (wire key, reply or error)."""
+        core = self._core
+        if core.ejected:
+            self._run(core.revive())
+        wire, server = core.route(key)
+        if isinstance(server, CacheError):
+            return wire, server
+        return wire, self._execute([(server, build(wire))])[0]
+
     def get(self, key: Key, default: Any = None) -> Any:
         """The value of ``key``, or ``default``."""
         core = self._core
-        if not self._text:
-            return self._run(core.get(key, default))
-        wire, result = self._keyed(key, "get", lambda w: encode_get([w]), QUICK_VALUES)
+        if self._text:
+            wire, result = self._keyed(key, "get", lambda w: encode_get([w]), QUICK_VALUES)
+        else:
+            codec = core.codec
+            wire, result = self._keyed_request(key, lambda w: codec.retrieve((w,)))
         return core.got(wire, result, default)
 
     def get_many(self, keys: Iterable[Key]) -> dict[Any, Any]:
@@ -434,18 +448,23 @@ class Client:
 
     def set(self, key: Key, value: Any, expire: int | None = None, noreply: bool = False) -> bool:
         """Store (``add`` instead with mode="add"); True when stored."""
-        if not self._text or noreply:
+        if self._text and noreply:
             return self._run(self._core.set(key, value, expire, noreply))
-        return self._store(self._core.store_command, key, value, expire)
+        return self._store(self._core.store_command, key, value, expire, noreply)
 
-    def _store(self, command: str, key: Key, value: Any, expire: int | None) -> bool:
-        """set/add/replace/append/prepend with a reply, text protocol (the plans' _store, minus the plan)."""
+    def _store(self, command: str, key: Key, value: Any, expire: int | None, noreply: bool = False) -> bool:
+        """set/add/replace/append/prepend without a plan (the plans' _store); text: with a reply."""
         core = self._core
         if core.ejected:
             self._run(core.revive())
         wire, data, flags, exptime, server = core.store_args(key, value, expire)
-        result = server if isinstance(server, CacheError) else self._quick(
-            server, command, encode_store(command.encode(), wire, data, flags, exptime), QUICK_CODE)
+        if isinstance(server, CacheError):
+            result: object = server
+        elif self._text:
+            result = self._quick(server, command, encode_store(command.encode(), wire, data, flags, exptime),
+                                 QUICK_CODE)
+        else:
+            result = self._execute([(server, core.codec.store(command, wire, data, flags, exptime, 0, noreply))])[0]
         return is_ok(core.outcome(result, command))
 
     def set_many(self, mapping: Mapping[Key, Any] | Iterable[tuple[Key, Any]], expire: int | None = None,
@@ -455,27 +474,27 @@ class Client:
 
     def add(self, key: Key, value: Any, expire: int | None = None, noreply: bool = False) -> bool:
         """Store only if absent."""
-        if not self._text or noreply:
+        if self._text and noreply:
             return self._run(self._core.add(key, value, expire, noreply))
-        return self._store("add", key, value, expire)
+        return self._store("add", key, value, expire, noreply)
 
     def replace(self, key: Key, value: Any, expire: int | None = None, noreply: bool = False) -> bool:
         """Store only if present."""
-        if not self._text or noreply:
+        if self._text and noreply:
             return self._run(self._core.replace(key, value, expire, noreply))
-        return self._store("replace", key, value, expire)
+        return self._store("replace", key, value, expire, noreply)
 
     def append(self, key: Key, value: Any, noreply: bool = False) -> bool:
         """Add bytes after an existing value."""
-        if not self._text or noreply:
+        if self._text and noreply:
             return self._run(self._core.append(key, value, noreply))
-        return self._store("append", key, value, 0)
+        return self._store("append", key, value, 0, noreply)
 
     def prepend(self, key: Key, value: Any, noreply: bool = False) -> bool:
         """Add bytes before an existing value."""
-        if not self._text or noreply:
+        if self._text and noreply:
             return self._run(self._core.prepend(key, value, noreply))
-        return self._store("prepend", key, value, 0)
+        return self._store("prepend", key, value, 0, noreply)
 
     def cas(self, key: Key, value: Any, cas: int, expire: int | None = None,
             noreply: bool = False) -> bool | None:
@@ -485,9 +504,13 @@ class Client:
     def delete(self, key: Key, noreply: bool = False) -> bool:
         """True when the key existed."""
         core = self._core
-        if not self._text or noreply:
+        if not self._text:
+            codec = core.codec
+            _, result = self._keyed_request(key, lambda w: codec.delete(w, noreply))
+        elif noreply:
             return self._run(core.delete(key, noreply))
-        _, result = self._keyed(key, "delete", encode_delete, QUICK_CODE)
+        else:
+            _, result = self._keyed(key, "delete", encode_delete, QUICK_CODE)
         return is_ok(core.outcome(result, "delete"))
 
     def delete_many(self, keys: Iterable[Key], noreply: bool = False) -> bool:
@@ -496,30 +519,38 @@ class Client:
 
     def incr(self, key: Key, delta: int = 1, noreply: bool = False) -> int | None:
         """The new value, or None when the key does not exist."""
-        if not self._text or noreply:
+        if self._text and noreply:
             return self._run(self._core.incr(key, delta, noreply))
-        return self._arith("incr", key, delta)
+        return self._arith("incr", key, delta, noreply)
 
     def decr(self, key: Key, delta: int = 1, noreply: bool = False) -> int | None:
         """The new value (not below 0), or None when the key does not exist."""
-        if not self._text or noreply:
+        if self._text and noreply:
             return self._run(self._core.decr(key, delta, noreply))
-        return self._arith("decr", key, delta)
+        return self._arith("decr", key, delta, noreply)
 
-    def _arith(self, what: str, key: Key, delta: int) -> int | None:
+    def _arith(self, what: str, key: Key, delta: int, noreply: bool = False) -> int | None:
         core = self._core
         delta = core._delta(delta)
         incr = what == "incr"
-        _, result = self._keyed(key, what, lambda w: encode_arith(w, delta, incr), QUICK_NUMBER)
+        if self._text:
+            _, result = self._keyed(key, what, lambda w: encode_arith(w, delta, incr), QUICK_NUMBER)
+        else:
+            codec = core.codec
+            _, result = self._keyed_request(key, lambda w: codec.arith(w, delta, incr, noreply))
         return number(core.outcome(result, what))
 
     def touch(self, key: Key, expire: int, noreply: bool = False) -> bool:
         """Set a new expiry; True when the key exists."""
         core = self._core
-        if not self._text or noreply:
+        if self._text and noreply:
             return self._run(core.touch(key, expire, noreply))
         exptime = core._exptime(expire)
-        _, result = self._keyed(key, "touch", lambda w: encode_touch(w, exptime), QUICK_CODE)
+        if self._text:
+            _, result = self._keyed(key, "touch", lambda w: encode_touch(w, exptime), QUICK_CODE)
+        else:
+            codec = core.codec
+            _, result = self._keyed_request(key, lambda w: codec.touch(w, exptime, noreply))
         return is_ok(core.outcome(result, "touch"))
 
     def flush_all(self, delay: int = 0, noreply: bool = False) -> bool:
