@@ -404,25 +404,22 @@ class Client:
     # The commonest single-key commands skip the plan machinery: revive due servers, route the
     # key, send one request and read its reply (AsyncClient's _keyed, blocking).
 
-    def _keyed(self, key: Key, what: str, encode: Callable[[bytes], bytes], quick: Quick) -> tuple[bytes, object]:
-        """Text: send ``encode(wire key)`` and read its reply with ``quick``: (wire key, reply or error)."""
+    def _route(self, key: Key) -> tuple[bytes, int | CacheError]:
+        """Revive the servers due for it, then (wire key, server index or why there is none)."""
         core = self._core
         if core.ejected:
             self._run(core.revive())
-        wire, server = core.route(key)
-        if isinstance(server, CacheError):
-            return wire, server
-        return wire, self._quick(server, what, encode(wire), quick)
+        return core.route(key)
+
+    def _keyed(self, key: Key, what: str, encode: Callable[[bytes], bytes], quick: Quick) -> tuple[bytes, object]:
+        """Text: send ``encode(wire key)`` and read its reply with ``quick``: (wire key, reply or error)."""
+        wire, server = self._route(key)
+        return wire, server if isinstance(server, CacheError) else self._quick(server, what, encode(wire), quick)
 
     def _keyed_request(self, key: Key, build: Callable[[bytes], Request]) -> tuple[bytes, object]:
         """Meta and binary: run the request ``build(wire key)``: (wire key, reply or error)."""
-        core = self._core
-        if core.ejected:
-            self._run(core.revive())
-        wire, server = core.route(key)
-        if isinstance(server, CacheError):
-            return wire, server
-        return wire, self._execute([(server, build(wire))])[0]
+        wire, server = self._route(key)
+        return wire, server if isinstance(server, CacheError) else self._execute([(server, build(wire))])[0]
 
     def get(self, key: Key, default: Any = None) -> Any:
         """The value of ``key``, or ``default``."""
