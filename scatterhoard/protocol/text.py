@@ -129,26 +129,58 @@ _GETS: Final = {b"get": (False, False), b"gets": (True, False), b"gat": (False, 
 _META: Final = {b"mg", b"ms", b"md", b"ma", b"mn", b"me"}
 
 
-def _digits(tok: bytes, start: int) -> int:
-    """The number written in ``tok[start:]`` when it is 1 to 18 ASCII digits, else -1 (then
-    the caller asks int()). Compiled, this loop is native arithmetic: 4x faster than int(bytes)
-    on the short numbers of a command line."""
-    end = len(tok)
-    if end <= start or end - start > 18:
-        return -1
+def scan_number(view: bytes, i: int, stop: int) -> tuple[int, int]:
+    """The decimal number at ``view[i:]`` up to the next space or ``stop``, read in place:
+    (value, where it stopped); value -1 when there is no digit or a byte other than a digit.
+    Compiled, this loop is native arithmetic: 4x faster than int() of a slice."""
+    start = i
     n = 0
-    for i in range(start, end):
-        c = tok[i] - 48
-        if c < 0 or c > 9:
-            return -1
-        n = n * 10 + c
-    return n
+    while i < stop:
+        c = view[i]
+        if c == 32:
+            break
+        if c < 48 or c > 57:
+            return -1, i
+        n = n * 10 + (c - 48)
+        i += 1
+    return (n if i > start else -1), i
+
+
+def _digits(tok: bytes, start: int) -> int:
+    """The number written in ``tok[start:]`` when it is 1 to 18 ASCII digits (below 2**63), else -1
+    (then the caller asks int())."""
+    end = len(tok)
+    if end - start > 18:
+        return -1
+    n, i = scan_number(tok, start, end)
+    return n if i == end else -1
 
 
 def to_int(tok: bytes) -> int:
     """``int(tok)``, the short all-digit case (every number a server sends) native when compiled."""
     n = _digits(tok, 0)
     return n if n >= 0 else int(tok)
+
+
+def at(view: bytes, pos: int, word: bytes) -> bool:
+    """``view.startswith(word, pos)``, compiled without a method call."""
+    n = len(word)
+    if pos + n > len(view):
+        return False
+    j = 0
+    while j < n and view[pos + j] == word[j]:
+        j += 1
+    return j == n
+
+
+def plain_get_key(view: bytes, pos: int, line_end: int) -> bytes | None:
+    """The key of ``view[pos:line_end]`` (a line, its newline excluded) when it is a plain one-key
+    ``get <key>``: 1 to 250 bytes without a space; else None (the parser's general path)."""
+    if line_end - pos > 4 and line_end - pos <= 254 and at(view, pos, b"get "):
+        key = view[pos + 4:line_end]
+        if 32 not in key:  # an int operand: a bytes one first fails as an index, raising
+            return key
+    return None
 
 
 def find_lf(view: bytes, pos: int, end: int) -> int:
@@ -267,11 +299,9 @@ class TextRequestParser:
         """The key when ``data`` is exactly one plain ``get <key>\\r\\n`` and nothing is buffered
         (what a non-pipelined client sends most), else None: feed it then. Consumes nothing."""
         end = len(data)
-        if (end > 6 and end <= 256 and data[end - 1] == 10 and data[end - 2] == 13 and data[0] == 103
-                and data[1] == 101 and data[2] == 116 and data[3] == 32 and not self._buf
-                and self._pending is None and not self._swallow):
-            key = data[4:end - 2]
-            if 32 not in key and 10 not in key:  # one line, one key
+        if end > 2 and data[end - 1] == 10 and data[end - 2] == 13 and self.idle():
+            key = plain_get_key(data, 0, end - 2)
+            if key is not None and 10 not in key:  # one line
                 return key
         return None
 
@@ -334,13 +364,11 @@ class TextRequestParser:
                     pos = end
                 break
             line_end = eol - 1 if eol > pos and view[eol - 1] == 13 else eol
-            if (line_end - pos > 4 and line_end - pos <= 254 and view[pos] == 103 and view[pos + 1] == 101
-                    and view[pos + 2] == 116 and view[pos + 3] == 32):  # "get <key>": the hot path
-                key = view[pos + 4:line_end]
-                if 32 not in key:  # no space (an int operand: a bytes one first fails as an index)
-                    out.append(key if bare else _new(Get, ([key], False, None)))
-                    pos = eol + 1
-                    continue
+            key = plain_get_key(view, pos, line_end)  # the hot path
+            if key is not None:
+                out.append(key if bare else _new(Get, ([key], False, None)))
+                pos = eol + 1
+                continue
             line = view[pos:line_end]
             pos = eol + 1
             parsed = self._parse_line(line)

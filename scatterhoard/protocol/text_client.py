@@ -15,7 +15,7 @@ from enum import IntEnum
 from typing import Final, NamedTuple
 
 from ..errors import ProtocolError
-from .text import find_crlf, to_int
+from .text import at, find_crlf, scan_number, to_int
 
 
 class Expect(IntEnum):
@@ -75,22 +75,6 @@ _new: Final = tuple.__new__
 UNKEPT: Final = Value(b"", 0, b"", 0)
 
 
-def _number(view: bytes, i: int, eol: int) -> tuple[int, int]:
-    """The decimal number at ``view[i:]`` up to the next space or ``eol``: (value, where it
-    stopped), value -1 when there is none or a byte other than a digit."""
-    start = i
-    n = 0
-    while i < eol:
-        c = view[i]
-        if c == 32:
-            break
-        if c < 48 or c > 57:
-            return -1, i
-        n = n * 10 + (c - 48)
-        i += 1
-    return (n if i > start else -1), i
-
-
 def _value_line(view: bytes, pos: int, eol: int) -> tuple[int, int, int, int]:
     """``VALUE <key> <flags> <bytes> [<cas>]`` at ``view[pos:eol]``, read in place (compiled: no
     slices, no split): (end of the key, flags, bytes, cas); bytes is -1 when the line is malformed."""
@@ -99,15 +83,15 @@ def _value_line(view: bytes, pos: int, eol: int) -> tuple[int, int, int, int]:
         k += 1
     if k == pos + 6 or k >= eol:
         return 0, 0, -1, 0
-    flags, i = _number(view, k + 1, eol)
+    flags, i = scan_number(view, k + 1, eol)
     if flags < 0 or i >= eol:
         return 0, 0, -1, 0
-    size, i = _number(view, i + 1, eol)
+    size, i = scan_number(view, i + 1, eol)
     if size < 0:
         return 0, 0, -1, 0
     cas = 0
     if i < eol:
-        cas, i = _number(view, i + 1, eol)
+        cas, i = scan_number(view, i + 1, eol)
         if cas < 0 or i < eol:
             return 0, 0, -1, 0
     return k, flags, size, cas
@@ -163,8 +147,7 @@ class TextReplyParser:
         keep = self._keep
         while expect:
             kind = expect[0]
-            if (kind == _VALUES and pos + 4 < end and view[pos] == 69 and view[pos + 1] == 78  # "END\r\n"
-                    and view[pos + 2] == 68 and view[pos + 3] == 13 and view[pos + 4] == 10):
+            if kind == _VALUES and at(view, pos, b"END\r\n"):
                 pos += 5  # a retrieval's end, found without a search and a slice
                 out.append(_new(ValuesReply, (self._values, view[reply_start:pos] if keep else b"")))
                 self._values = []
@@ -176,8 +159,7 @@ class TextReplyParser:
                 need = end - reply_start + 1
                 break
             nxt = eol + 2
-            if (kind == _VALUES and eol > pos + 6 and view[pos] == 86 and view[pos + 1] == 65  # "VALUE "
-                    and view[pos + 2] == 76 and view[pos + 3] == 85 and view[pos + 4] == 69 and view[pos + 5] == 32):
+            if kind == _VALUES and eol > pos + 6 and at(view, pos, b"VALUE "):
                 key_end, flags_v, size, cas = _value_line(view, pos, eol)
                 if size < 0:
                     raise ProtocolError(f"bad VALUE line: {view[pos:min(eol, pos + 80)]!r}")

@@ -12,15 +12,9 @@ from __future__ import annotations
 from collections import deque
 
 from ..errors import ProtocolError
-from ..protocol.text import find_crlf
+from ..protocol.text import at, find_crlf
 from .backend import LINE, QUIET, VALUES, Dialect, ReplyFramer, Waiter
 from .binary_backend import BinaryDialect
-
-
-def _is_end(data: bytes, p: int, n: int) -> bool:
-    """``END\\r\\n`` at ``p`` (compiled: five byte compares, no method call)."""
-    return (p + 5 <= n and data[p] == 69 and data[p + 1] == 78 and data[p + 2] == 68 and data[p + 3] == 13
-            and data[p + 4] == 10)
 
 
 def _number_before(data: bytes, lo: int, stop: int) -> tuple[int, int]:
@@ -63,8 +57,7 @@ class MemcachedFramer(ReplyFramer):
             if kind >= VALUES:
                 p = pos + scan
                 while True:
-                    if (p + 6 <= n and data[p] == 86 and data[p + 1] == 65 and data[p + 2] == 76  # "VALUE "
-                            and data[p + 3] == 85 and data[p + 4] == 69 and data[p + 5] == 32):
+                    if at(data, p, b"VALUE "):
                         eol = find_crlf(data, p, n)
                         if eol < 0:
                             need = n - pos + 1
@@ -78,11 +71,11 @@ class MemcachedFramer(ReplyFramer):
                         if p > n:
                             need = p - pos
                             break
-                        if _is_end(data, p, n):  # the usual last (or only) value
+                        if at(data, p, b"END\r\n"):  # the usual last (or only) value
                             end = p + 5
                             break
                         continue
-                    if _is_end(data, p, n):
+                    if at(data, p, b"END\r\n"):
                         end = p + 5
                         break
                     eol = find_crlf(data, p, n)

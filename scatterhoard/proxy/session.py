@@ -34,7 +34,6 @@ from typing import Any, Final, cast
 from mypy_extensions import mypyc_attr
 
 from ..protocol.text import (
-    KEY_MAX_LENGTH,
     Arith,
     Delete,
     ErrorReply,
@@ -49,6 +48,8 @@ from ..protocol.text import (
     Touch,
     Verbosity,
     Version,
+    find_lf,
+    plain_get_key,
 )
 from ..routing import NoLiveServersError
 from . import flow
@@ -385,22 +386,20 @@ class ClientSession(ClientConnection):
                 # forwarded as they are, without the parser, when they are exactly what it would
                 # accept (one key of 1..250 bytes, no space).  The first line that is anything
                 # else, and everything after it, goes to the parser.
-                key = data[4:-2] if len(data) >= 6 else b""  # (mypyc: a slice must not end before it starts)
-                if data[-2:] == b"\r\n" and 10 not in key:  # a single line
-                    if key and len(key) <= KEY_MAX_LENGTH and 32 not in key:
-                        try:
-                            server = self.servers[self.index_for(key)]
-                        except NoLiveServersError:
-                            self._no_live(False)
-                            return
-                        slot = Slot(self, VALUES)
-                        self.queue.append(slot)
-                        (server.active or server.pick()).send(data, slot)
+                key = self.parser.single_get(data)
+                if key is not None:  # the whole read is one such line
+                    try:
+                        server = self.servers[self.index_for(key)]
+                    except NoLiveServersError:
+                        self._no_live(False)
                         return
-                else:
-                    data = self._leading_gets(data)
-                    if not data:
-                        return
+                    slot = Slot(self, VALUES)
+                    self.queue.append(slot)
+                    (server.active or server.pick()).send(data, slot)
+                    return
+                data = self._leading_gets(data)
+                if not data:
+                    return
             parser = self.parser
             self._handle(parser.feed(data))
             self.idle = parser.idle()
@@ -415,11 +414,11 @@ class ClientSession(ClientConnection):
         pos = 0
         end = len(data)
         while len(queue) < self.limit:
-            eol = data.find(b"\n", pos)
+            eol = find_lf(data, pos, end)
             if eol < 0 or data[eol - 1] != 13:
                 break
-            key = data[pos + 4:eol - 1]
-            if not key or len(key) > KEY_MAX_LENGTH or 32 in key:
+            key = plain_get_key(data, pos, eol - 1)
+            if key is None:
                 break
             nxt = eol + 1
             try:
@@ -431,7 +430,7 @@ class ClientSession(ClientConnection):
                 queue.append(slot)
                 (server.active or server.pick()).send(data[pos:nxt], slot)
             pos = nxt
-            if pos == end or not data.startswith(b"get ", pos):
+            if pos == end:
                 break
         return data[pos:] if pos else data
 

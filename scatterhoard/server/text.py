@@ -69,7 +69,7 @@ class TextSession:
 
     def feed(self, data: bytes) -> bytes:
         self.now = 0.0  # the clock, read once per batch by the first get that needs it
-        if self.memory is not None and not self.wrapped:
+        if not self.wrapped:
             key = self.parser.single_get(data)
             if key is not None:  # one plain get, as non-pipelined clients send: no command object
                 return self._get_one(key)
