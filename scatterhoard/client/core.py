@@ -28,6 +28,12 @@ server is ejected for ``retry_timeout`` ms (the :class:`~scatterhoard.routing.Ro
 then sends its keys to the others, exactly as nutcracker's
 ``auto_eject_hosts`` does), and a plan probes it (``version``) once that
 time has passed; it comes back when the probe succeeds.
+
+Compiled with mypyc (see :mod:`scatterhoard._build`), as are the codecs. A compiled function
+checks its arguments' types at the call, so the numbers an application hands over (expire,
+delta, delay, a CAS token) are typed ``object`` here and checked by :meth:`ClientCore._exptime`
+and friends, which say what is wrong (``expire=1.5`` is a ValueError naming the parameter, not
+a TypeError from the call).
 """
 
 from __future__ import annotations
@@ -120,7 +126,7 @@ class ClientCore:
         on_error: str = "miss",
         long_keys: str = "hash",
         serde: str | Serde | None = None,
-        default_expire: int = 0,
+        default_expire: object = 0,
         mode: str = "set",
         max_value_size: int = DEFAULT_MAX_VALUE_SIZE,
     ) -> None:
@@ -283,17 +289,17 @@ class ClientCore:
         return raw
 
     @staticmethod
-    def _exptime(expire: int) -> int:
+    def _exptime(expire: object) -> int:
         if isinstance(expire, bool) or not isinstance(expire, int) or not 0 <= expire <= _MAX_EXPTIME:
             raise ValueError(f"expire must be an int of seconds from 0 to {_MAX_EXPTIME} "
                              f"(or a unix time), not {expire!r}")
         return expire
 
-    def _expire(self, expire: int | None) -> int:
+    def _expire(self, expire: object) -> int:
         return self.default_expire if expire is None else self._exptime(expire)
 
     @staticmethod
-    def _delta(delta: int) -> int:
+    def _delta(delta: object) -> int:
         if isinstance(delta, bool) or not isinstance(delta, int) or not 0 <= delta <= _MAX_DELTA:
             raise ValueError(f"delta must be an int from 0 to 2**64-1, not {delta!r}")
         return delta
@@ -309,7 +315,7 @@ class ClientCore:
         return data, flags
 
     def store_args(self, key: Key, value: Any,
-                   expire: int | None) -> tuple[bytes, bytes, int, int, int | CacheError]:
+                   expire: object) -> tuple[bytes, bytes, int, int, int | CacheError]:
         """``(wire key, data, flags, exptime, server)`` for a single-key store.
 
         ``server`` is instead the error that answers the command when the value
@@ -349,7 +355,7 @@ class ClientCore:
     def gets(self, key: Key, default: Any = None) -> Plan[tuple[Any, int | None]]:
         return self._get_one(key, default, True, None, "gets")
 
-    def gat(self, key: Key, expire: int, default: Any = None) -> Plan[Any]:
+    def gat(self, key: Key, expire: object, default: Any = None) -> Plan[Any]:
         return self._get_one(key, default, False, self._exptime(expire), "gat")
 
     def get_many(self, keys: Iterable[Key]) -> Plan[dict[Any, Any]]:
@@ -381,7 +387,7 @@ class ClientCore:
 
     # -- storage -----------------------------------------------------------------------------------
 
-    def _store(self, command: str, key: Key, value: Any, expire: int | None, noreply: bool,
+    def _store(self, command: str, key: Key, value: Any, expire: object, noreply: bool,
                answer: Callable[[int | None], T], cas: int = 0) -> Plan[T]:
         """``answer(result code)``; the code is None when the command failed (and on_error='miss')."""
         if self.ejected:
@@ -391,13 +397,13 @@ class ClientCore:
             yield [(server, self.codec.store(command, wire, data, flags, exptime, cas, noreply))])[0]
         return answer(self.outcome(result, command))
 
-    def set(self, key: Key, value: Any, expire: int | None = None, noreply: bool = False) -> Plan[bool]:
+    def set(self, key: Key, value: Any, expire: object = None, noreply: bool = False) -> Plan[bool]:
         return self._store(self.store_command, key, value, expire, noreply, is_ok)
 
-    def add(self, key: Key, value: Any, expire: int | None = None, noreply: bool = False) -> Plan[bool]:
+    def add(self, key: Key, value: Any, expire: object = None, noreply: bool = False) -> Plan[bool]:
         return self._store("add", key, value, expire, noreply, is_ok)
 
-    def replace(self, key: Key, value: Any, expire: int | None = None, noreply: bool = False) -> Plan[bool]:
+    def replace(self, key: Key, value: Any, expire: object = None, noreply: bool = False) -> Plan[bool]:
         return self._store("replace", key, value, expire, noreply, is_ok)
 
     def append(self, key: Key, value: Any, noreply: bool = False) -> Plan[bool]:
@@ -406,13 +412,13 @@ class ClientCore:
     def prepend(self, key: Key, value: Any, noreply: bool = False) -> Plan[bool]:
         return self._store("prepend", key, value, 0, noreply, is_ok)
 
-    def cas(self, key: Key, value: Any, cas: int, expire: int | None = None,
+    def cas(self, key: Key, value: Any, cas: object, expire: object = None,
             noreply: bool = False) -> Plan[bool | None]:
         if isinstance(cas, bool) or not isinstance(cas, int) or not 0 < cas <= _MAX_DELTA:
             raise ValueError(f"cas must be the positive token gets() returned, not {cas!r}")
         return self._store("cas", key, value, expire, noreply, _cas_answer, cas)
 
-    def set_many(self, mapping: Mapping[Key, Any] | Iterable[tuple[Key, Any]], expire: int | None = None,
+    def set_many(self, mapping: Mapping[Key, Any] | Iterable[tuple[Key, Any]], expire: object = None,
                  noreply: bool = False) -> Plan[list[Key]]:
         """The keys that were not stored."""
         if self.ejected:
@@ -495,19 +501,19 @@ class ClientCore:
                     ok = self._fallback(code, "delete_many", False)
         return ok
 
-    def incr(self, key: Key, delta: int = 1, noreply: bool = False) -> Plan[int | None]:
+    def incr(self, key: Key, delta: object = 1, noreply: bool = False) -> Plan[int | None]:
         delta = self._delta(delta)
         value = yield from self._simple("incr", key, lambda wire: self.codec.arith(wire, delta, True, noreply),
                                         None)
         return number(value)
 
-    def decr(self, key: Key, delta: int = 1, noreply: bool = False) -> Plan[int | None]:
+    def decr(self, key: Key, delta: object = 1, noreply: bool = False) -> Plan[int | None]:
         delta = self._delta(delta)
         value = yield from self._simple("decr", key, lambda wire: self.codec.arith(wire, delta, False, noreply),
                                         None)
         return number(value)
 
-    def touch(self, key: Key, expire: int, noreply: bool = False) -> Plan[bool]:
+    def touch(self, key: Key, expire: object, noreply: bool = False) -> Plan[bool]:
         exptime = self._exptime(expire)
         code = yield from self._simple("touch", key, lambda wire: self.codec.touch(wire, exptime, noreply),
                                        None)
@@ -532,7 +538,7 @@ class ClientCore:
                 out[self.labels[server]] = result
         return len(live), out
 
-    def flush_all(self, delay: int = 0, noreply: bool = False) -> Plan[bool]:
+    def flush_all(self, delay: object = 0, noreply: bool = False) -> Plan[bool]:
         """True when every live server flushed."""
         delay = self._exptime(delay)
         asked, done = yield from self._each("flush_all", lambda: self.codec.flush_all(delay, noreply))

@@ -63,10 +63,8 @@ class SyncPool(Generic[C]):
                     self._size += 1
                     break
                 self._waiters += 1
-                try:
-                    if self.idle:  # given back between the check above and the announcement
-                        continue
-                    woke = self._cond.wait(self.wait_timeout)
+                try:  # one given back between the check above and the announcement is taken at once
+                    woke = True if self.idle else self._cond.wait(self.wait_timeout)
                 finally:
                     self._waiters -= 1
                 if not woke and not self.idle and self._size >= self.max_size:
