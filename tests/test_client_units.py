@@ -200,6 +200,38 @@ def test_key_rules() -> None:
             core._delta(bad_delta)
 
 
+@pytest.mark.parametrize("protocol", ["text", "meta", "binary"])
+def test_bad_numbers_through_the_api_say_which(protocol: str) -> None:
+    """The command core is compiled: its signatures take the application's numbers as ``object``,
+    so a float or a string is a ValueError naming the parameter, not a TypeError from the call."""
+    import asyncio
+
+    from scatterhoard import AsyncClient
+
+    client = Client("127.0.0.1:1", protocol=protocol, on_error="raise")
+    calls: list[tuple[str, Any]] = [
+        ("expire", lambda c: c.set("k", b"v", expire=1.5)),
+        ("expire", lambda c: c.add("k", b"v", expire="10")),
+        ("expire", lambda c: c.touch("k", 2.5)),
+        ("expire", lambda c: c.gat("k", -1)),
+        ("delta", lambda c: c.incr("k", 1.0)),
+        ("delta", lambda c: c.decr("k", "1")),
+        ("expire", lambda c: c.set_many({"k": b"v"}, expire=0.5)),
+        ("cas", lambda c: c.cas("k", b"v", 1.0)),
+    ]
+    for name, call in calls:
+        with pytest.raises(ValueError, match=name):
+            call(client)
+
+    async def run_async() -> None:
+        aclient = AsyncClient("127.0.0.1:1", protocol=protocol, on_error="raise")
+        for name, call in calls:
+            with pytest.raises(ValueError, match=name):
+                await call(aclient)
+
+    asyncio.run(run_async())
+
+
 # -- codec states, fed one byte at a time ----------------------------------------------------------
 
 
