@@ -7,7 +7,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 11211
 PYTEST_ARGS ?=
 # the modules setup.py compiles with mypyc (listed once, in scatterhoard/_build.py): editing one rebuilds
-COMPILED_SRC := $(shell python3 -c "exec(open('scatterhoard/_build.py').read()); print(' '.join(n.replace('.', '/') + '.py' for n in COMPILED))" 2>/dev/null)
+COMPILED_SRC := $(shell python3 -c "exec(open('scatterhoard/_build.py').read()); print(' '.join(sources()))" 2>/dev/null)
 
 .PHONY: run test lint typecheck unit system-deps bench build clean
 

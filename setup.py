@@ -21,9 +21,11 @@ def compiled_sources() -> list[str]:
     scope: dict[str, object] = {}
     with open(os.path.join("scatterhoard", "_build.py"), encoding="utf-8") as fh:
         exec(compile(fh.read(), "_build.py", "exec"), scope)
-    names = scope["COMPILED"]
-    assert isinstance(names, tuple)
-    return [name.replace(".", "/") + ".py" for name in names]
+    sources = scope["sources"]
+    assert callable(sources)
+    paths = sources()
+    assert isinstance(paths, list)
+    return paths
 
 
 class OptionalBuildExt(build_ext):

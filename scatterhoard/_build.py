@@ -52,6 +52,11 @@ COMPILED = (
 )
 
 
+def sources() -> list[str]:
+    """The source paths of :data:`COMPILED`, relative to the project root (setup.py, the Makefile)."""
+    return [name.replace(".", "/") + ".py" for name in COMPILED]
+
+
 def _origin(name: str) -> str | None:
     spec = importlib.util.find_spec(name)
     return spec.origin if spec is not None else None

@@ -209,13 +209,13 @@ class Context:
 class BackendServer:
     """One server of a pool: its connections, failure count and ejection state."""
 
-    def __init__(self, pool: Pool, index: int, spec: ServerSpec, dialect: Dialect | None = None,
+    def __init__(self, pool: Pool, index: int, spec: ServerSpec, dialect: Dialect,
                  primary: BackendServer | None = None) -> None:
         self.pool = pool
         self.index = index
         self.spec = spec
         self.name = spec.ident
-        self.dialect = dialect or dialect_for(pool.config)
+        self.dialect = dialect
         # A variant (see :meth:`variant`) shares its primary's counters, failures and ejection.
         self.primary: BackendServer = primary or self
         self.variants: dict[str, BackendServer] = {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
-from .backend import BackendServer, Context, Flushable, start_probe
+from .backend import BackendServer, Context, Flushable, dialect_for, start_probe
 from .config import PoolConfig
 from .stats import PoolCounters, PoolSnapshot
 
@@ -20,7 +20,8 @@ class Pool:
         self.name = config.name
         self.ctx = ctx
         self.router = config.router()
-        self.servers = [BackendServer(self, i, spec) for i, spec in enumerate(config.servers)]
+        self.dialect = dialect_for(config)  # one per pool, shared by its servers
+        self.servers = [BackendServer(self, i, spec, self.dialect) for i, spec in enumerate(config.servers)]
         self.stats = PoolCounters()
         self.timeout: float | None = config.timeout / 1000 if config.timeout > 0 else None
         self.order = self.router.pool_order  # twemproxy's server order, for stats
