@@ -338,28 +338,25 @@ class BackendConnection:  # a duck-typed asyncio protocol (compiled classes cann
         self.pending.append(data)
         if waiter is not None:
             self.expect.append(waiter)
-        if self.paused:
-            flow.feeding_paused(self)
-        if not self.dirty and self.state == CONNECTED:
-            self.dirty = True
-            self.ctx.conn_dirty(self)
+        self._queued()
 
     def send_many(self, data: bytes, waiters: list[Waiter]) -> None:
         """Queue consecutive requests given as one run of bytes, one waiter (one reply) each."""
         self.pending.append(data)
         self.expect.extend(waiters)
         self.grouped += len(waiters) - 1
-        if self.paused:
-            flow.feeding_paused(self)
-        if not self.dirty and self.state == CONNECTED:
-            self.dirty = True
-            self.ctx.conn_dirty(self)
+        self._queued()
 
     def send_quiet(self, data: bytes, waiter: Waiter) -> None:
         """A meta request with ``q``: followed by ``mn`` so its (possibly absent) reply is delimited."""
         self.pending.append(data + b"mn\r\n")
         self.expect.append(waiter)
         self.expect.append(DISCARD_MN)
+        self._queued()
+
+    def _queued(self) -> None:
+        """After a request joined ``pending``: block the client being read while this connection's
+        writes are paused (see :mod:`.flow`), and have the loop flush it this iteration."""
         if self.paused:
             flow.feeding_paused(self)
         if not self.dirty and self.state == CONNECTED:

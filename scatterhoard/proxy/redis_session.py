@@ -33,6 +33,7 @@ from .redis_commands import (
     SCAN,
     SUM,
     TABLE,
+    UNSUPPORTED,
     Command,
     CommandError,
     lookup,
@@ -251,7 +252,8 @@ class RedisSession(ClientConnection):
                 (server.active or server.pick()).send(encode(args), slot)
                 continue
             try:
-                command = lookup(args[0])
+                if command is None or command.kind == UNSUPPORTED:  # mixed case, unknown, refused
+                    command = lookup(args[0])
                 command.check_arity(len(args))
                 if not self.authenticated and command.name not in ("auth", "quit", "hello"):
                     self._answer(NOAUTH)
