@@ -127,8 +127,8 @@ class EngineConnection(Connection):
         self.mirror: _StatsMirror | None = None
 
     def _start(self, first: int) -> Session:
+        session = super()._start(first)
         srv = self.server
-        session = self.session = srv.session_for(first)
         if srv.guarded:
             self.context = Context(guard.guard_session(session), self.peer)
         if srv.blocking:
