@@ -1,4 +1,5 @@
-"""The memory engine's eviction order: oldest first, but a fetched item gets a second chance."""
+"""The memory engine: eviction order (oldest first, but a fetched item gets a second chance) and the
+reply an item keeps after a text get."""
 
 from __future__ import annotations
 
@@ -44,3 +45,27 @@ def test_an_expired_fetched_item_is_not_kept() -> None:
     item.active = True
     _fill(store, range(1, 4))
     assert store.get(b"k000", bump=False) is None and store.reclaimed == 1
+
+
+def test_an_item_keeps_its_text_reply_in_place_of_its_value() -> None:
+    store = MemoryStore()
+    store.store(Mode.SET, b"k", b"hello", 7)
+    used = store.used
+    item = store.get(b"k")
+    assert item is not None and item.reply is None
+    reply = item.text_reply(b"k")
+    assert reply == b"VALUE k 7 5\r\nhello\r\nEND\r\n"
+    assert item.text_reply(b"k") is reply  # built once, then written as is
+    assert item.value == b"hello" and item.nbytes == 5 and store.used == used
+    store.store(Mode.APPEND, b"k", b"!")  # a new item, from the value sliced out of the reply
+    fresh = store.get(b"k")
+    assert fresh is not None and fresh.value == b"hello!" and fresh.flags == 7 and fresh.reply is None
+    assert fresh.text_reply(b"k") == b"VALUE k 7 6\r\nhello!\r\nEND\r\n"
+    assert store.used == used + 1
+    fresh.value = b"xy"  # assigning the value drops the reply
+    assert fresh.reply is None and fresh.nbytes == 2 and fresh.value == b"xy"
+    assert fresh.text_reply(b"k") == b"VALUE k 7 2\r\nxy\r\nEND\r\n"
+    store.store(Mode.SET, b"e", b"")
+    item = store.get(b"e")
+    assert item is not None
+    assert item.text_reply(b"e") == b"VALUE e 0 0\r\n\r\nEND\r\n" and item.value == b""

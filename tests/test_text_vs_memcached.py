@@ -85,6 +85,12 @@ K251 = b"k" * 251
 CASES: dict[str, list[bytes]] = {
     "set_get": [b"set a 5 0 3\r\nabc\r\n", b"get a\r\n", b"gets a\r\n", b"get a nope a\r\n"],
     "empty_value": [b"set e 0 0 0\r\n\r\n", b"get e\r\n"],
+    # after a get, hoard keeps the item's reply instead of its value: every other reader slices it
+    "after_a_get": [b"set rk 7 0 5\r\nhello\r\n", b"get rk\r\n", b"get rk\r\n", b"gets rk\r\n",
+                    b"mg rk v f s\r\n", b"get rk rk\r\n", b"append rk 0 0 1\r\n!\r\n", b"get rk\r\n",
+                    b"prepend rk 0 0 1\r\n<\r\n", b"mg rk v\r\n", b"set rk 0 0 2\r\n10\r\n",
+                    b"get rk\r\n", b"incr rk 5\r\n", b"get rk\r\n", b"touch rk 100\r\n", b"get rk\r\n",
+                    b"gat 100 rk\r\n", b"delete rk\r\n", b"get rk\r\n"],
     "add_replace": [b"add b 0 0 1\r\n1\r\n", b"add b 0 0 1\r\n2\r\n", b"replace nob 0 0 1\r\n1\r\n",
                     b"replace b 7 0 2\r\n22\r\n", b"get b\r\n"],
     "append_prepend": [b"append ap 0 0 1\r\nx\r\n", b"set ap 3 0 2\r\nmm\r\n", b"append ap 9 0 2\r\nzz\r\n",

@@ -77,12 +77,24 @@ class Status(IntEnum):
 
 @mypyc_attr(allow_interpreted_subclasses=True)
 class Item:
-    """One cached value with its metadata (an engine may use its own class)."""
+    """One cached value with its metadata (an engine may use its own class).
 
-    __slots__ = ("value", "flags", "exptime", "cas", "atime", "fetched", "stale", "win", "active")
+    The memory engine's text gets keep the reply instead of the value (:meth:`text_reply`):
+    built on the first get, it is written as is by every later one, with no formatting and no
+    copy. :attr:`value` is then a slice of it, which the rarer paths (gets, meta, binary,
+    RESP) pay for. An item's key and flags never change once it is stored there (a store makes
+    a new item), so the reply stays true; assigning :attr:`value` drops it.
+    """
+
+    __slots__ = ("_value", "reply", "nbytes", "flags", "exptime", "cas", "atime", "fetched", "stale", "win",
+                 "active")
 
     def __init__(self, value: bytes, flags: int, exptime: float, cas: int, atime: float) -> None:
-        self.value = value
+        self._value: bytes | None = value
+        #: ``VALUE <key> <flags> <nbytes>\r\n<value>\r\nEND\r\n`` once :meth:`text_reply` built it
+        self.reply: bytes | None = None
+        #: len(value), for the accounting (no slice)
+        self.nbytes = len(value)
         self.flags = flags
         self.exptime = exptime
         self.cas = cas
@@ -92,6 +104,33 @@ class Item:
         self.win = False
         #: fetched since it last reached the cold end of an LRU: it gets a second chance there
         self.active = False
+
+    @property
+    def value(self) -> bytes:
+        value = self._value
+        if value is None:  # kept as a text get's reply: its value part
+            reply = self.reply
+            assert reply is not None
+            end = len(reply) - 7  # the value's \r\n, then END\r\n
+            return reply[end - self.nbytes:end]
+        return value
+
+    @value.setter
+    def value(self, value: bytes) -> None:
+        self._value = value
+        self.nbytes = len(value)
+        self.reply = None
+
+    def text_reply(self, key: bytes) -> bytes:
+        """The text protocol's whole answer to ``get <key>`` (``key``: the one the item is stored
+        under), kept from the first call on in place of the value."""
+        reply = self.reply
+        if reply is None:
+            value = self._value
+            assert value is not None
+            reply = self.reply = b"VALUE %s %d %d\r\n%s\r\nEND\r\n" % (key, self.flags, len(value), value)
+            self._value = None
+        return reply
 
 
 def parse_counter(value: bytes) -> int | None:

@@ -10,8 +10,10 @@ fetched since the cache last cycled through it survives, as with a strict LRU.
 Accounting: every item is charged ``len(key) + len(value) + ITEM_OVERHEAD``,
 where ``ITEM_OVERHEAD`` estimates what CPython really spends per item (the
 item object, two bytes objects' headers, the ordered-dict entry, the expiry
-heap entry). With that, the process RSS stays near ``budget + interpreter``;
-the README states the factor measured by ``tests/test_memory.py``.
+heap entry). An item a text get has fetched keeps the get's reply instead of
+its value (:meth:`Item.text_reply`): the key and ~30 bytes more, not charged.
+With that, the process RSS stays near ``budget + interpreter``; the README
+states the factor measured by ``tests/test_memory.py``.
 
 Expired items are reclaimed lazily (on access) and by :meth:`sweep`, which
 the server calls periodically: an expiry wheel (one set of keys per second of
@@ -97,7 +99,7 @@ class MemoryStore(Store):
     def _unlink(self, key: bytes, item: Item) -> None:
         del self._data[key]
         self._wheel_del(key, item.exptime)
-        self.used -= len(key) + len(item.value) + ITEM_OVERHEAD
+        self.used -= len(key) + item.nbytes + ITEM_OVERHEAD
 
     def _expire(self, key: bytes, item: Item) -> None:
         self._unlink(key, item)
@@ -126,13 +128,13 @@ class MemoryStore(Store):
         data = self._data
         if old is not None:
             self._wheel_del(key, old.exptime)
-            self.used -= len(old.value)
+            self.used -= old.nbytes
             data[key] = item
             data.move_to_end(key)
-            self.used += len(item.value)
+            self.used += item.nbytes
         else:
             data[key] = item
-            self.used += len(key) + len(item.value) + ITEM_OVERHEAD
+            self.used += len(key) + item.nbytes + ITEM_OVERHEAD
         self.total_items += 1
         if item.exptime > 0:
             self._wheel_add(key, item.exptime)
@@ -150,7 +152,7 @@ class MemoryStore(Store):
                 data[key] = item
                 continue
             self._wheel_del(key, item.exptime)
-            size = len(key) + len(item.value) + ITEM_OVERHEAD
+            size = len(key) + item.nbytes + ITEM_OVERHEAD
             self.used -= size
             freed += size
             if item.exptime and item.exptime <= now:
@@ -220,7 +222,7 @@ class MemoryStore(Store):
         """Put a finished item (its own cas) in place, replacing any other: for engines
         that keep this store as a cache of another (:class:`~scatterhoard.engines.tiered.TieredStore`)."""
         old = self._live(key, _clock())
-        if item.exptime < 0 or len(key) + len(item.value) + ITEM_HEADER_SIZE > self.max_item_size:
+        if item.exptime < 0 or len(key) + item.nbytes + ITEM_HEADER_SIZE > self.max_item_size:
             if old is not None:
                 self._unlink(key, old)
             return
