@@ -140,20 +140,16 @@ class TextSession:
             if not now:
                 now = self.now = _clock()
             item = memory.get(key, None, True, now)
-            st = self.stats
-            st.cmd_get += 1
-            if item is None:
-                st.get_misses += 1
-                return b"END\r\n"
-            st.get_hits += 1
-            return item.text_reply(key)  # built by the first get, then written as is
-        item = self.store.get(key)
+        else:
+            item = self.store.get(key)
         st = self.stats
         st.cmd_get += 1
         if item is None:
             st.get_misses += 1
             return b"END\r\n"
         st.get_hits += 1
+        if memory is not None:
+            return item.text_reply(key)  # built by the first get, then written as is
         v = item.value
         return b"VALUE %s %d %d\r\n%s\r\nEND\r\n" % (key, item.flags, len(v), v)
 
