@@ -14,6 +14,7 @@ from typing import Any, Final
 from ..protocol import text as t
 from ..store import MemoryStore, Mode, Status, Store, absolute_exptime
 from ..store.base import flush_delay
+from ..store.item import get_reply
 from .meta import execute_meta
 from .stats import VERSION, ServerStats, Settings, stats_group
 
@@ -150,8 +151,7 @@ class TextSession:
         st.get_hits += 1
         if memory is not None:
             return item.text_reply(key)  # built by the first get, then written as is
-        v = item.value
-        return b"VALUE %s %d %d\r\n%s\r\nEND\r\n" % (key, item.flags, len(v), v)
+        return get_reply(key, item.flags, item.value)
 
     # -- storage ---------------------------------------------------------------------
     def _store(self, cmd: t.StoreCmd, out: list[bytes]) -> None:

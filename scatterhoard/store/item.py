@@ -75,6 +75,12 @@ class Status(IntEnum):
     DELETED = 7
 
 
+def get_reply(key: bytes, flags: int, value: bytes) -> bytes:
+    """The text protocol's answer to ``get <key>`` for a hit (:attr:`Item.value` reads the value
+    back out of it: it ends with the value, ``\r\n`` and ``END\r\n``)."""
+    return b"VALUE %s %d %d\r\n%s\r\nEND\r\n" % (key, flags, len(value), value)
+
+
 @mypyc_attr(allow_interpreted_subclasses=True)
 class Item:
     """One cached value with its metadata (an engine may use its own class).
@@ -128,7 +134,7 @@ class Item:
         if reply is None:
             value = self._value
             assert value is not None
-            reply = self.reply = b"VALUE %s %d %d\r\n%s\r\nEND\r\n" % (key, self.flags, len(value), value)
+            reply = self.reply = get_reply(key, self.flags, value)
             self._value = None
         return reply
 
