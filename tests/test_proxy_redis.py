@@ -4,9 +4,10 @@ Every supported command family runs through the proxy and against one plain
 redis-server (the reference) and must give the same results; multi-key
 commands are split over the servers and merged; hash tags keep keys together;
 a pipeline of 1000 commands; the proxy's own commands (PING, AUTH, SELECT,
-INFO, DBSIZE, SCAN...); unsupported commands are refused with a reason and the
-connection stays usable.  Failures get their own backends and proxy: a killed
-backend, a SIGSTOPped one (timeout), ejection and return after a PING probe.
+INFO, DBSIZE, SCAN...); the keyless COMMAND and LOLWUT forwarded to a server, as
+Debian's nutcracker does; unsupported commands are refused with a reason and the
+connection stays usable.  Failures (killed, SIGSTOPped and ejected servers) are in
+``test_proxy_redis_failures.py``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import asyncio
 import contextlib
 import hashlib
 import random
-import signal
 import socket
 import time
 from collections.abc import Iterator
@@ -28,15 +28,16 @@ import redis.asyncio
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from scatterhoard.proxy.redis_commands import KEYED, MGET, MSET, SUM, TABLE
 from scatterhoard.routing import Router
-from tests.support import free_port, redis_server, require_binary, running, stop_process, temp_dir
-from tests.test_proxy_integration import Proxy, proxy, sigstop
+from tests.support import free_port, redis_server, require_binary, running, temp_dir
+from tests.test_proxy_integration import Proxy, proxy
 
 pytestmark = pytest.mark.timeout(90)
 
 
 def client(port: int, **kw: Any) -> redis.Redis:
-    kw.setdefault("protocol", 2)  # redis-py 8 defaults to RESP3; the proxy speaks RESP2 to its clients
+    kw.setdefault("protocol", 2)  # redis-py 8 defaults to RESP3; tests that want RESP3 (HELLO 3) pass protocol=3
     return redis.Redis(port=port, socket_timeout=10, retry=Retry(NoBackoff(), 0), **kw)
 
 
@@ -47,14 +48,6 @@ def keys_on(router: Router, server: int, n: int, prefix: str) -> list[str]:
         if router.index_for(key.encode()) == server:
             out.append(key)
     return out
-
-
-@contextlib.contextmanager
-def _redis_proc(port: int, extra: tuple[str, ...] = ()) -> Iterator[Any]:
-    exe = require_binary("redis-server")
-    argv = [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", *extra]
-    with running(argv, port=port) as proc:
-        yield proc
 
 
 # -- the shared cluster -------------------------------------------------------------------------
@@ -171,9 +164,51 @@ def _families(r: redis.Redis, t: str) -> list[Any]:
     # sort (BY/GET patterns are resolved on the key's server)
     add(r.rpush("{" + t + "}sort", 3, 1, 2)), add(r.sort("{" + t + "}sort"))
     add(r.sort("{" + t + "}sort", store="{" + t + "}sorted")), add(r.lrange("{" + t + "}sorted", 0, -1))
+    _rarer_rows(r, t, add)
     # deletes
     add(r.delete(f"{t}s", f"{t}n", f"{t}none")), add(r.unlink(h, lk))
     return out
+
+
+def _rarer_rows(r: redis.Redis, t: str, add: Any) -> None:
+    """The rows of the table the families above leave out: several keys (one hash tag), numkeys, options."""
+    k = "{" + t + "}"
+    # bits and strings
+    add(r.bitfield(f"{k}bf").set("u8", 0, 200).incrby("u8", 0, 100).get("u8", 8).execute())
+    add(r.bitfield_ro(f"{k}bf", "u8", 0, items=[("u4", 4)])), add(r.set(f"{k}b1", "ab")), add(r.set(f"{k}b2", "AB"))
+    add(r.bitop("OR", f"{k}bor", f"{k}b1", f"{k}b2")), add(r.bitop("NOT", f"{k}bnot", f"{k}b1"))
+    add(r.mget([f"{k}bor", f"{k}bnot"])), add(r.set(f"{k}lcs1", "ohmytext")), add(r.set(f"{k}lcs2", "mynewtext"))
+    add(r.lcs(f"{k}lcs1", f"{k}lcs2")), add(r.lcs(f"{k}lcs1", f"{k}lcs2", len=True))
+    add(r.lcs(f"{k}lcs1", f"{k}lcs2", idx=True, minmatchlen=2, withmatchlen=True))
+    add(r.execute_command("INCR", f"{k}cnt")), add(r.execute_command("DECR", f"{k}cnt"))  # (redis-py: INCRBY)
+    add(r.msetnx({f"{k}nx1": 1, f"{k}nx2": 2})), add(r.msetnx({f"{k}nx2": 3, f"{k}nx3": 3}))
+    add(r.pexpireat(f"{k}nx1", 4102444800123)), add(r.pexpiretime(f"{k}nx1"))
+    # SORT_RO (BY/GET patterns on the key's server), SORT STORE with an option value called "store"
+    add(r.rpush(f"{k}so", 3, 1, 2)), add(r.mset({f"{k}w_1": 30, f"{k}w_2": 20, f"{k}w_3": 10, f"{k}o_1": "one"}))
+    add(r.execute_command("SORT_RO", f"{k}so")), add(r.sort_ro(f"{k}so", by=f"{k}w_*", get=["#", f"{k}o_*"]))
+    add(r.execute_command("SORT_RO", f"{k}so", "BY", f"{k}w_*", "GET", "#", "GET", f"{k}o_*", "DESC"))
+    add(r.sort(f"{k}so", by="store", get=["#"], store=f"{k}sorted2")), add(r.lrange(f"{k}sorted2", 0, -1))
+    # read-only scripts (SCRIPT is loaded on every server by the test)
+    add(r.eval_ro(SCRIPT, 1, f"{k}b1")), add(r.evalsha_ro(hashlib.sha1(SCRIPT.encode()).hexdigest(), 1, f"{k}b2"))
+    add(r.eval_ro("return {KEYS[1], KEYS[2], ARGV[1]}", 2, f"{k}x", f"{k}y", "arg"))
+    # LMPOP ZMPOP ZINTERCARD: numkeys, then the keys
+    add(r.rpush(f"{k}mp", "a", "b", "c")), add(r.lmpop(2, f"{k}mpnone", f"{k}mp", direction="LEFT", count=2))
+    add(r.lmpop(1, f"{k}mp", direction="RIGHT")), add(r.lmpop(1, f"{k}mp", direction="RIGHT"))
+    add(r.zadd(f"{k}zm1", {"a": 1, "b": 2, "c": 3})), add(r.zadd(f"{k}zm2", {"b": 5, "c": 6, "d": 7}))
+    add(r.zintercard(2, [f"{k}zm1", f"{k}zm2"])), add(r.zintercard(2, [f"{k}zm1", f"{k}zm2"], limit=1))
+    add(r.zmpop(2, [f"{k}zmnone", f"{k}zm1"], min=True, count=2)), add(r.zmpop(1, [f"{k}zm2"], max=True))
+    # geo: the _RO variants, GEOSEARCHSTORE, GEORADIUS[BYMEMBER] ... STORE/STOREDIST (and a member "store")
+    g = f"{k}geo"
+    add(r.geoadd(g, [13.361389, 38.115556, "Palermo", 15.087269, 37.502669, "Catania", 14.2, 37.8, "store"]))
+    add(r.execute_command("GEORADIUS_RO", g, 15, 37, 200, "km", "ASC"))
+    add(r.execute_command("GEORADIUSBYMEMBER_RO", g, "Palermo", 200, "km", "WITHDIST", "ASC"))
+    add(r.geosearchstore(f"{k}gss", g, longitude=15, latitude=37, radius=200, unit="km"))
+    add(r.geosearchstore(f"{k}gssd", g, member="Palermo", radius=300, unit="km", storedist=True))
+    add(r.zrange(f"{k}gss", 0, -1)), add([(m, round(d, 3)) for m, d in r.zrange(f"{k}gssd", 0, -1, withscores=True)])
+    add(r.georadius(g, 15, 37, 200, unit="km", store=f"{k}gr")), add(r.zrange(f"{k}gr", 0, -1))
+    add(r.georadius(g, 15, 37, 200, unit="km", store_dist=f"{k}grd")), add(r.zcard(f"{k}grd"))
+    add(r.georadiusbymember(g, "store", 300, unit="km", store=f"{k}grm", sort="ASC")), add(r.zrange(f"{k}grm", 0, -1))
+    add(r.georadiusbymember(g, "store", 100, unit="km", sort="ASC"))
 
 
 @pytest.mark.parametrize("protocol", [2, 3])
@@ -181,6 +216,7 @@ def test_every_family_same_as_redis(protocol: int, main: Proxy, cluster: dict[st
     for port in [cluster["reference"], *cluster["backends"]]:  # EVALSHA needs the script on its key's server
         with client(port) as direct:
             direct.script_load(SCRIPT)
+            direct.config_resetstat()
     prefix = f"fam{protocol}:"
     with client(cluster["reference"], protocol=protocol) as ref:
         expected = _families(ref, prefix)
@@ -189,6 +225,12 @@ def test_every_family_same_as_redis(protocol: int, main: Proxy, cluster: dict[st
     assert len(got) == len(expected)
     for i, (have, want) in enumerate(zip(got, expected, strict=True)):
         assert have == want, f"step {i}: proxy {have!r} != redis {want!r}"
+    ran: set[str] = set()  # every routed row of the table reached a server through the proxy
+    for port in cluster["backends"]:
+        with client(port) as direct:
+            ran |= {name.removeprefix("cmdstat_").partition("|")[0] for name in direct.info("commandstats")}
+    routed = {c.name for c in TABLE.values() if c.kind in (KEYED, MGET, SUM, MSET)}
+    assert not routed - ran, f"rows never run end to end: {sorted(routed - ran)}"
 
 
 def test_keys_spread_over_servers_and_hash_tags_keep_them_together(main: Proxy, cluster: dict[str, Any]) -> None:
@@ -289,9 +331,15 @@ def test_proxy_answers_itself(protocol: int, main: Proxy) -> None:
         with pytest.raises(redis.ResponseError, match="SELECT is not allowed"):
             r.execute_command("SELECT", 4)
         for command in (("KEYS", "*"), ("MULTI",), ("SUBSCRIBE", "ch"), ("BLPOP", "l", 0), ("CONFIG", "GET", "x"),
-                        ("FLUSHALL",), ("SCRIPT", "LOAD", "return 1"), ("CLIENT", "LIST"), ("NOSUCH",)):
-            with pytest.raises(redis.ResponseError, match="unsupported command"):
+                        ("FLUSHALL",), ("SCRIPT", "LOAD", "return 1"), ("CLIENT", "LIST")):
+            with pytest.raises(redis.ResponseError, match=r"unsupported command '[A-Za-z ]+' behind a proxy \(\w"):
                 r.execute_command(*command)
+        with pytest.raises(redis.ResponseError, match=r"^unsupported command 'NOSUCH' \(not in hoard proxy's command "
+                                                      r"table\)$"):
+            r.execute_command("NOSUCH")
+        with pytest.raises(redis.ResponseError, match=r"'HEXPIRE' \(not in hoard proxy's command table: added in "
+                                                      r"redis 7\.4, after the redis 7\.0 commands"):
+            r.execute_command("HEXPIRE", "h", 10, "FIELDS", 1, "f")  # redis 7.4's, refused by the proxy itself
         with pytest.raises(redis.ResponseError, match="wrong number of arguments for 'get'"):
             r.execute_command("GET")
         with pytest.raises(redis.RedisError, match="called without any password"):
@@ -303,6 +351,52 @@ def test_proxy_answers_itself(protocol: int, main: Proxy) -> None:
         while chunk := sock.recv(1000):
             data += chunk
         assert data == b"+PONG\r\n$3\r\nmsg\r\n+OK\r\n+OK\r\n"  # closed after QUIT
+
+
+@contextlib.contextmanager
+def _nutcracker(servers: list[str], workdir: str) -> Iterator[int]:
+    """Debian's nutcracker in front of the same servers as the ``main`` pool (same routing)."""
+    port, stats = free_port(), free_port()
+    conf = Path(workdir, "nutcracker.yml")
+    conf.write_text("\n".join(["p:", f"  listen: 127.0.0.1:{port}", "  redis: true", "  hash: fnv1a_64",
+                               "  distribution: ketama", '  hash_tag: "{}"', "  timeout: 5000", "  servers:",
+                               *[f"   - {s}" for s in servers]]) + "\n")
+    argv = [require_binary("nutcracker"), "-c", str(conf), "-s", str(stats), "-a", "127.0.0.1",
+            "-o", str(Path(workdir, "nutcracker.log"))]
+    with running(argv, port=port):
+        yield port
+
+
+def test_keyless_command_and_lolwut_forwarded_as_nutcracker_does(main: Proxy, cluster: dict[str, Any]) -> None:
+    """COMMAND and LOLWUT describe the server software (the same on every server): both proxies send
+    them to one server and return its reply.  nutcracker 0.5.0 closes the connection on COMMAND with
+    arguments (COUNT, INFO, DOCS...); hoard proxy forwards those too: compared with redis itself."""
+    with temp_dir() as workdir, _nutcracker(main.servers, workdir) as nutcracker:
+        got = {}
+        for name, port in (("proxy", main.port), ("nutcracker", nutcracker), ("redis", cluster["reference"])):
+            # no CLIENT SETINFO on connect (nutcracker closes the connection on CLIENT); COMMAND's
+            # order differs between servers: redis-py makes it a dict
+            with client(port, driver_info=None) as r:
+                commands = {name: {**info, "subcommands": sorted(map(repr, info["subcommands"]))}
+                            for name, info in r.command().items()}  # (subcommands too)
+                got[name] = (commands, r.execute_command("LOLWUT"), r.execute_command("lolwut", "VERSION", 5, 9, 1, 1))
+        assert got["proxy"] == got["nutcracker"] == got["redis"]
+        assert len(got["proxy"][0]) > 200 and got["proxy"][1].startswith(b"Redis ver. 7.")
+    requests = [("COMMAND", "COUNT"), ("COMMAND", "INFO", "get", "mset", "nosuch"), ("COMMAND", "DOCS", "lolwut"),
+                ("command", "GETKEYS", "MSET", "a", "1", "b", "2"), ("LOLWUT", "VERSION", "5", "9", "1", "1")]
+    for protocol in (2, 3):
+        with client(main.port, protocol=protocol) as r, client(cluster["reference"], protocol=protocol) as ref:
+            for c in (r, ref):
+                c.response_callbacks.clear()  # the replies as parsed, not reshaped per command by redis-py
+            for request in requests:
+                assert r.execute_command(*request) == ref.execute_command(*request), request
+            assert sorted(r.execute_command("COMMAND", "LIST")) == sorted(ref.execute_command("COMMAND", "LIST"))
+            with pytest.raises(redis.ResponseError, match="unknown subcommand") as mine:
+                r.execute_command("COMMAND", "NOSUCH")
+            with pytest.raises(redis.ResponseError) as theirs:
+                ref.execute_command("COMMAND", "NOSUCH")
+            assert str(mine.value) == str(theirs.value)
+            assert r.execute_command("PING") == b"PONG"  # (the callbacks are gone: the bare reply)
 
 
 def test_info_dbsize_scan_over_every_server(main: Proxy, cluster: dict[str, Any]) -> None:
@@ -409,23 +503,6 @@ def test_garbage_from_clients_never_hurts_others(main: Proxy) -> None:
     assert "internal error" not in (main.conf.parent / "proxy.log").read_text()  # only protocol errors
 
 
-def test_backend_refusing_the_proxys_auth() -> None:
-    """A wrong redis_auth: the server refuses the proxy's AUTH; clients get errors, the proxy stays up."""
-    with contextlib.ExitStack() as stack:
-        workdir = stack.enter_context(temp_dir())
-        port = stack.enter_context(redis_server(extra=("--requirepass", "sekrit")))
-        pool = {"redis": "true", "redis_auth": "wrong", "servers": [f"127.0.0.1:{port}:1"]}
-        p = stack.enter_context(proxy({"w": pool}, workdir))["w"]
-        with client(p.port, password="wrong") as r:
-            for _ in range(3):
-                with pytest.raises(redis.RedisError):
-                    r.set("k", "v")
-            assert r.ping() is True
-        time.sleep(0.25)
-        assert p.stats_json()["w"][f"127.0.0.1:{port}"]["server_err"] >= 1  # type: ignore[index]
-        assert "refused AUTH" in (Path(workdir) / "proxy.log").read_text()
-
-
 def test_asyncio_clients_concurrently(main: Proxy) -> None:
     async def one(r: redis.asyncio.Redis, i: int) -> bytes | None:
         await r.set(f"aio:{i}", i)
@@ -440,92 +517,3 @@ def test_asyncio_clients_concurrently(main: Proxy) -> None:
             await r.aclose()
 
     assert asyncio.run(run()) == [b"%d" % i for i in range(200)]
-
-
-# -- failures: each test gets its own backends and proxy ------------------------------------------
-
-@contextlib.contextmanager
-def _pair(pool: dict[str, object]) -> Iterator[tuple[Proxy, Any, int, int]]:
-    with contextlib.ExitStack() as stack:
-        workdir = stack.enter_context(temp_dir())
-        a, b = free_port(), free_port()
-        proc_a = stack.enter_context(_redis_proc(a))
-        stack.enter_context(_redis_proc(b))
-        pool = {"redis": "true", **pool, "servers": [f"127.0.0.1:{a}:1", f"127.0.0.1:{b}:1"]}
-        p = stack.enter_context(proxy({"f": pool}, workdir))["f"]
-        try:
-            yield p, proc_a, a, b
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                proc_a.send_signal(signal.SIGCONT)
-
-
-def test_killed_backend_gives_errors_and_the_connection_stays_usable() -> None:
-    with _pair({"timeout": 2000}) as (p, proc_a, a, _b):
-        router = p.router()
-        ka, kb = keys_on(router, 0, 1, "k")[0], keys_on(router, 1, 1, "k")[0]
-        with client(p.port) as r:
-            assert r.mset({ka: 1, kb: 2}) is True
-            stop_process(proc_a, signal.SIGKILL)
-            with pytest.raises(redis.ResponseError, match="Connection re"):  # reset or refused
-                r.get(ka)
-            with pytest.raises(redis.ResponseError, match="Connection refused"):
-                r.mget([ka, kb])  # one failing fragment fails the whole command
-            assert r.get(kb) == b"2"  # the other server, on the same client connection
-            with pytest.raises(redis.ResponseError, match="Connection refused"):
-                r.delete(ka, kb)  # (the part on the live server did run: a split is not atomic)
-            assert r.get(kb) is None
-        time.sleep(0.25)
-        doc = p.stats_json()["f"]  # type: ignore[index]
-        assert doc[f"127.0.0.1:{a}"]["server_err"] + doc[f"127.0.0.1:{a}"]["server_eof"] >= 1
-        assert doc["forward_error"] >= 1
-
-
-def test_stopped_backend_times_out_then_recovers() -> None:
-    with _pair({"timeout": 300}) as (p, proc_a, _a, _b):
-        router = p.router()
-        ka, kb = keys_on(router, 0, 1, "t")[0], keys_on(router, 1, 1, "t")[0]
-        with client(p.port) as r:
-            assert r.mset({ka: 1, kb: 2}) is True
-            sigstop(proc_a.pid)
-            try:
-                pipe = r.pipeline(transaction=False)
-                pipe.get(ka).get(kb)
-                first, second = pipe.execute(raise_on_error=False)
-                assert isinstance(first, redis.ResponseError) and "Connection timed out" in str(first)
-                assert second == b"2"
-            finally:
-                proc_a.send_signal(signal.SIGCONT)
-            assert r.get(ka) == b"1"  # a new connection to the resumed server
-        time.sleep(0.25)
-        server = p.stats_json()["f"][f"127.0.0.1:{_a}"]  # type: ignore[index]
-        assert server["server_timedout"] >= 1 and server["server_ejected_at"] == 0
-
-
-def test_ejection_and_return_after_ping_probe() -> None:
-    pool = {"timeout": 200, "auto_eject_hosts": "true", "server_failure_limit": 2, "server_retry_timeout": 400}
-    with _pair(pool) as (p, proc_a, a, _b):
-        ka = keys_on(p.router(), 0, 1, "ej")[0]
-        with client(p.port) as r:
-            sigstop(proc_a.pid)
-            try:
-                for _ in range(2):  # two consecutive failures eject the server
-                    with pytest.raises(redis.ResponseError, match="Connection timed out"):
-                        r.get(ka)
-                assert r.set(ka, "B") is True and r.get(ka) == b"B"  # now on the other server
-                time.sleep(0.9)  # a probe ran and timed out: still ejected
-                assert r.get(ka) == b"B"
-                doc = p.stats_json()["f"]  # type: ignore[index]
-                assert doc["server_ejects"] == 1 and doc[f"127.0.0.1:{a}"]["server_ejected_at"] > 0
-                assert r.dbsize() == 1  # broadcast to the live server only
-            finally:
-                proc_a.send_signal(signal.SIGCONT)
-            deadline = time.monotonic() + 5
-            while r.get(ka) is not None:  # back on its (empty) server after a PING probe
-                assert time.monotonic() < deadline, "the server did not come back"
-                time.sleep(0.05)
-            assert r.set(ka, "A") is True
-        with client(a) as direct:
-            assert direct.get(ka) == b"A"
-
-

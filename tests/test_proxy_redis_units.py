@@ -28,7 +28,7 @@ from scatterhoard.proxy.backend import CONNECTED, LINE, BackendConnection, Conte
 from scatterhoard.proxy.config import parse_config
 from scatterhoard.proxy.pool import Pool
 from scatterhoard.proxy.redis_backend import RespFramer
-from scatterhoard.proxy.redis_commands import TABLE, CommandError, lookup
+from scatterhoard.proxy.redis_commands import ANY, TABLE, UNSUPPORTED, CommandError, lookup
 from scatterhoard.proxy.redis_merge import merge_info, merge_mget, merge_ok, merge_sum, scan_reply
 from scatterhoard.proxy.redis_session import ProxyRespParser, RedisSession, encode
 from tests.test_proxy_units import FakeLoop, FakeTransport
@@ -110,6 +110,19 @@ def test_command_table() -> None:
     assert lookup(b"sort").keys([b"sort", b"k", b"BY", b"w_*", b"STORE", b"dst"]) == [b"k", b"dst"]
     assert lookup(b"georadius").keys([b"georadius", b"g", b"1", b"2", b"3", b"km", b"STOREDIST", b"d"]) == \
         [b"g", b"d"]
+    # option keys are found as redis finds them: not among positional arguments, not as another
+    # option's value, the last STORE counts, a STORE without a value is no key
+    sort, radius, by_member = lookup(b"sort"), lookup(b"georadius"), lookup(b"georadiusbymember")
+    assert sort.keys([b"sort", b"k", b"GET", b"store", b"BY", b"STORE", b"LIMIT", b"store", b"1"]) == [b"k"]
+    assert sort.keys([b"sort", b"k", b"store", b"a", b"ALPHA", b"store", b"b"]) == [b"k", b"b"]
+    assert sort.keys([b"sort", b"store", b"DESC", b"STORE"]) == [b"store"]
+    assert by_member.keys([b"georadiusbymember", b"g", b"store", b"100", b"km"]) == [b"g"]
+    assert by_member.keys([b"georadiusbymember", b"g", b"m", b"100", b"km", b"store", b"d"]) == [b"g", b"d"]
+    assert radius.keys([b"georadius", b"g", b"1", b"2", b"store", b"km", b"ASC"]) == [b"g"]
+    assert radius.keys([b"GEORADIUS", b"g", b"1", b"2", b"3", b"km", b"COUNT", b"5", b"StoreDist", b"d"]) == \
+        [b"g", b"d"]
+    for name in (b"command", b"LOLWUT"):  # keyless, to any live server; no longer refused
+        assert lookup(name).kind == ANY and lookup(name).keys([name, b"x"]) == []
     with pytest.raises(CommandError, match="at least one key"):
         lookup(b"eval").keys([b"eval", b"return 1", b"0"])
     with pytest.raises(CommandError, match="greater than number of args"):
@@ -120,7 +133,14 @@ def test_command_table() -> None:
             lookup(name)
     with pytest.raises(CommandError) as exc:
         lookup(b"nosuch'\r\n")
-    assert exc.value.reply == b"-ERR unsupported command 'nosuch???'\r\n"
+    assert exc.value.reply == b"-ERR unsupported command 'nosuch???' (not in hoard proxy's command table)\r\n"
+    for name, version in ((b"HEXPIRE", "7.4"), (b"httl", "7.4"), (b"HGetDel", "8.0"), (b"hsetex", "8.0")):
+        with pytest.raises(CommandError) as exc:  # newer than the redis 7.0 commands the table follows
+            lookup(name)
+        assert exc.value.reply == (f"-ERR unsupported command '{name.decode()}' (not in hoard proxy's command table: "
+                                   f"added in redis {version}, after the redis 7.0 commands the table follows)\r\n"
+                                   ).encode()
+    assert all(command.reason for command in TABLE.values() if command.kind == UNSUPPORTED)
 
 
 def test_merges() -> None:

@@ -15,7 +15,12 @@ How a command is served (:attr:`Command.kind`):
 * ``BROADCAST`` -- sent to every live server, replies merged (INFO, DBSIZE, FLUSHDB);
 * ``SCAN`` -- the servers one after the other, behind one cursor;
 * ``LOCAL`` -- answered by the proxy (PING ECHO QUIT AUTH SELECT HELLO CLIENT);
-* ``UNSUPPORTED`` -- refused with the reason of its family (:data:`UNSUPPORTED`).
+* ``ANY`` -- keyless, sent to one live server, its reply forwarded (COMMAND LOLWUT: they
+  describe the server software, the same on every server; nutcracker forwards them too);
+* ``UNSUPPORTED`` -- refused with the reason of its family (:data:`FAMILIES`).
+
+Commands not in the table (a typo, or one newer than the redis 7.0 command set the table
+follows, such as redis 7.4's HEXPIRE: :data:`NEWER`) are refused too, saying so.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ BROADCAST: Final = 4
 SCAN: Final = 5
 LOCAL: Final = 6
 UNSUPPORTED: Final = 7
+ANY: Final = 8
 
 
 class CommandError(HoardError):
@@ -45,11 +51,12 @@ class CommandError(HoardError):
 class Command:
     """One row of the table."""
 
-    __slots__ = ("name", "arity", "first", "last", "step", "kind", "numkeys", "option_keys", "reason",
-                 "single", "min_args", "max_args")
+    __slots__ = ("name", "arity", "first", "last", "step", "kind", "numkeys", "option_keys", "options_from",
+                 "option_skip", "reason", "single", "min_args", "max_args")
 
     def __init__(self, name: str, arity: int, first: int = 0, last: int = 0, step: int = 1, kind: int = KEYED,
-                 numkeys: int = 0, option_keys: tuple[bytes, ...] = (), reason: str = "") -> None:
+                 numkeys: int = 0, option_keys: tuple[bytes, ...] = (), options_from: int = 0,
+                 option_skip: tuple[tuple[bytes, int], ...] = (), reason: str = "") -> None:
         self.name = name
         self.arity = arity
         self.first = first
@@ -58,6 +65,8 @@ class Command:
         self.kind = kind
         self.numkeys = numkeys  # index of a numkeys argument; the keys follow it (EVAL, ZUNIONSTORE...)
         self.option_keys = option_keys  # options whose value is a key (SORT ... STORE dst)
+        self.options_from = options_from  # where the options start (arguments before are positional)
+        self.option_skip = dict(option_skip)  # options followed by that many values that are not keys
         self.reason = reason
         #: exactly one key, at args[1]: the fast path
         self.single = kind == KEYED and first == last == 1 and not numkeys and not option_keys
@@ -87,12 +96,28 @@ class Command:
                 raise CommandError("ERR Number of keys can't be greater than number of args")
             out = out + args[start:start + count]
         if self.option_keys:
-            upper = [a.upper() for a in args]
-            for option in self.option_keys:
-                for i, word in enumerate(upper[:-1]):
-                    if word == option and i > self.first:
-                        out.append(args[i + 1])
+            out = out + self._option_keys(args)
         return out
+
+    def _option_keys(self, args: list[bytes]) -> list[bytes]:
+        """The keys given as option values, walked as redis does (``sortGetKeys``, ``georadiusGetKeys``).
+
+        Positional arguments are not options (a GEORADIUSBYMEMBER member may be called ``store``)
+        and the values of other options are skipped (``SORT k GET store`` has no STORE option);
+        like redis, the last STORE/STOREDIST is the one that counts.
+        """
+        found = -1
+        i = self.options_from
+        last = len(args) - 1
+        while i < last:
+            word = args[i].upper()
+            if word in self.option_keys:
+                found = i + 1
+                i += 1
+            else:
+                i += self.option_skip.get(word, 0)
+            i += 1
+        return [args[found]] if found > 0 else []
 
 
 # name arity first last step, one per line; every kind that routes on keys.
@@ -136,6 +161,13 @@ _SPLIT = {"mget": (-2, 1, MGET), "del": (-2, 1, SUM), "unlink": (-2, 1, SUM), "t
 
 _LOCAL = {"ping": -1, "echo": 2, "quit": -1, "auth": -2, "select": 2, "hello": -1, "client": -2}
 _BROADCAST = {"info": -1, "dbsize": 1, "flushdb": -1}
+_ANY = {"command": -1, "lolwut": -1}
+
+# name: arity, the options whose value is a key, where options start, options whose values are
+# skipped (not keys): as redis's sortGetKeys and georadiusGetKeys find them
+_STORE = (b"STORE", b"STOREDIST")
+_OPTION_KEYS = {"sort": (-2, _STORE[:1], 2, ((b"LIMIT", 2), (b"GET", 1), (b"BY", 1))),
+                "georadius": (-6, _STORE, 6, ()), "georadiusbymember": (-5, _STORE, 5, ())}
 
 #: Why each family of commands is refused behind a sharding proxy (also in the README).
 FAMILIES: Final[dict[str, tuple[str, str]]] = {
@@ -153,12 +185,20 @@ FAMILIES: Final[dict[str, tuple[str, str]]] = {
                 "consumer groups and XREAD are blocking or connection-bound"),
     "scripting": ("script function fcall fcall_ro",
                   "scripts and functions are loaded per server; use EVAL with its keys"),
-    "server": ("acl bgrewriteaof bgsave cluster command config debug failover flushall lastsave latency "
-               "lolwut memory module monitor object psync readonly readwrite replconf replicaof role "
+    "server": ("acl bgrewriteaof bgsave cluster config debug failover flushall lastsave latency "
+               "memory module monitor object psync readonly readwrite replconf replicaof role "
                "save shutdown slaveof slowlog swapdb sync time migrate reset",
                "administration and introspection belong to one server (connect to it directly); "
                "FLUSHALL would empty every database of the servers, SWAPDB and MIGRATE move data "
                "behind the proxy's back"),
+}
+
+#: Commands newer than the redis 7.0 command set the table follows, and the version that added
+#: them: refused as any command missing from the table, the message says why it is missing.
+NEWER: Final[dict[bytes, str]] = {
+    **dict.fromkeys((b"hexpire", b"hpexpire", b"hexpireat", b"hpexpireat", b"httl", b"hpttl", b"hexpiretime",
+                     b"hpexpiretime", b"hpersist"), "7.4"),
+    **dict.fromkeys((b"hgetdel", b"hgetex", b"hsetex"), "8.0"),
 }
 
 
@@ -176,12 +216,12 @@ def _build() -> dict[bytes, Command]:
             table[word.encode()] = Command(word, a, fixed, fixed, numkeys=numkeys)
     for name, (arity, step, kind) in _SPLIT.items():
         table[name.encode()] = Command(name, arity, 1, -1, step, kind)
-    for name, arity in _LOCAL.items():
-        table[name.encode()] = Command(name, arity, kind=LOCAL)
-    for name, arity in _BROADCAST.items():
-        table[name.encode()] = Command(name, arity, kind=BROADCAST)
-    for name, arity in (("sort", -2), ("georadius", -6), ("georadiusbymember", -5)):
-        table[name.encode()] = Command(name, arity, 1, 1, option_keys=(b"STORE", b"STOREDIST"))
+    for kind, rows in ((LOCAL, _LOCAL), (BROADCAST, _BROADCAST), (ANY, _ANY)):
+        for name, arity in rows.items():
+            table[name.encode()] = Command(name, arity, kind=kind)
+    for name, (arity, options, start, skip) in _OPTION_KEYS.items():
+        table[name.encode()] = Command(name, arity, 1, 1, option_keys=options, options_from=start,
+                                       option_skip=skip)
     table[b"scan"] = Command("scan", -2, kind=SCAN)
     for family, (names, why) in FAMILIES.items():
         for name in names.split():
@@ -197,7 +237,9 @@ def lookup(name: bytes) -> Command:
     """The row of a command (any case); unknown commands raise the unsupported error."""
     command = TABLE.get(name) or TABLE.get(name.lower())  # (lower and upper case are both in the table)
     if command is None:
-        raise CommandError(f"ERR unsupported command '{_show(name)}'")
+        version = NEWER.get(name.lower())
+        why = f": added in redis {version}, after the redis 7.0 commands the table follows" if version else ""
+        raise CommandError(f"ERR unsupported command '{_show(name)}' (not in hoard proxy's command table{why})")
     if command.kind == UNSUPPORTED:
         raise CommandError(f"ERR unsupported command '{_show(name)}' behind a proxy ({command.reason})")
     return command

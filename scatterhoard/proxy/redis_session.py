@@ -25,6 +25,7 @@ from .backend import LINE, BackendServer, Waiter
 from .pool import Pool
 from .redis_backend import error_reply
 from .redis_commands import (
+    ANY,
     BROADCAST,
     KEYED,
     LOCAL,
@@ -270,6 +271,8 @@ class RedisSession(ClientConnection):
                     self._broadcast(command, args)
                 elif kind == SCAN:
                     self._scan(args)
+                elif kind == ANY:
+                    self._any_server(args)
                 else:
                     self._split(command, args)
             except CommandError as exc:
@@ -356,6 +359,17 @@ class RedisSession(ClientConnection):
         for n, index in enumerate(live):
             server = self.servers[index]
             (server.active or server.pick()).send(data, Part(parent, n))
+
+    def _any_server(self, args: list[bytes]) -> None:
+        """COMMAND, LOLWUT: keyless, about the server software; the first live server in pool order."""
+        live = self.pool.router.live
+        if not live:
+            self._no_live(False)
+            return
+        server = self.servers[min(live)]
+        slot = RedisSlot(self, LINE)
+        self.queue.append(slot)
+        (server.active or server.pick()).send(encode(args), slot)
 
     def _scan(self, args: list[bytes]) -> None:
         """SCAN over the servers in pool order; the cursor says which server and where in it."""
