@@ -37,7 +37,7 @@ typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
 unit: $(STAMP)
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	HOARD_REQUIRE_ALL=1 $(PY) -m pytest -q $(PYTEST_ARGS)
 
 ## test: everything CI runs: deps, ruff, mypy (strict), the whole suite
 test: $(STAMP) system-deps lint typecheck unit

@@ -7,6 +7,7 @@ when the test ends, always (context managers / fixtures).
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import shutil
 import signal
@@ -17,6 +18,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -56,13 +58,28 @@ def wait_for_unix(path: str, timeout: float = 10.0) -> None:
     raise RuntimeError(f"nothing listening on unix:{path} after {timeout}s")
 
 
+#: ``make test`` (and CI) set this: a missing tool or test extra fails its tests instead of
+#: skipping them, so a run that lacked something cannot pass quietly.
+REQUIRE_ALL = bool(os.environ.get("HOARD_REQUIRE_ALL") or os.environ.get("CI"))
+
+
 def require_binary(name: str) -> str:
     path = shutil.which(name) or (f"/usr/sbin/{name}" if os.path.exists(f"/usr/sbin/{name}") else None)
     if path is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"{name} is not installed (make test installs it)")
+        if REQUIRE_ALL:
+            pytest.fail(f"{name} is not installed (make test installs it: scripts/install-system-deps.sh)")
         pytest.skip(f"{name} not installed")
     return path
+
+
+def require_module(name: str) -> Any:
+    """Import ``name`` (a package of the ``test`` extra); skip without it, fail under ``make test``."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        if REQUIRE_ALL:
+            pytest.fail(f"{name} is not importable (make test installs the test extra: pip install -e '.[test]')")
+        pytest.skip(f"{name} not installed (pip install -e '.[test]')")
 
 
 def stop_process(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:

@@ -20,7 +20,15 @@ from typing import Any
 import pytest
 
 from scatterhoard import AsyncClient, Client
-from tests.support import free_port, hoard_argv, require_binary, running, temp_dir, wait_for_port
+from tests.support import (
+    free_port,
+    hoard_argv,
+    require_binary,
+    require_module,
+    running,
+    temp_dir,
+    wait_for_port,
+)
 from tests.test_client_commands import make_client, quick_memcached
 from tests.test_client_routing import flush, held_keys
 
@@ -132,11 +140,7 @@ def test_client_nutcracker_and_hoard_proxy_place_keys_alike(
 
 
 def _pylibmc() -> Any:
-    try:
-        import pylibmc  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        pytest.skip("pylibmc is not installed (pip install pylibmc; the test extra has it)")
-    return pylibmc
+    return require_module("pylibmc")
 
 
 @pytest.mark.parametrize("weights", [(1, 1, 1), (1, 2, 3), (5, 1, 2)])

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from scatterhoard import Client
-from tests.support import ROOT
+from tests.support import ROOT, require_module
 from tests.test_client_commands import quick_memcached
 
 pytestmark = pytest.mark.timeout(60)
@@ -45,7 +45,7 @@ def run_example(heading: str, port: int) -> dict[str, Any]:
 
 
 def test_flask_session_example(memcached_port: int) -> None:
-    pytest.importorskip("flask_session")
+    require_module("flask_session")
     app = run_example("Flask-Session", memcached_port)["app"]
     with app.test_client() as browser:
         assert browser.get("/").get_json() == {"visits": 1}
@@ -60,8 +60,8 @@ def test_flask_session_example(memcached_port: int) -> None:
 
 @pytest.mark.filterwarnings("ignore:Using `httpx`")
 def test_starlette_example(memcached_port: int) -> None:
-    pytest.importorskip("starlette")
-    pytest.importorskip("httpx")
+    require_module("starlette")
+    require_module("httpx")
     from starlette.testclient import TestClient
 
     app = run_example("Starlette", memcached_port)["app"]

@@ -30,6 +30,7 @@ from scatterhoard.client.serde import FLAG_INTEGER, FLAG_JSON, FLAG_PICKLE, FLAG
 from scatterhoard.errors import ClientError, ConfigError, ProtocolError, ServerError
 from scatterhoard.protocol import binary as bp
 from scatterhoard.routing import Router, ServerSpec
+from tests.support import require_module
 
 # -- serde -----------------------------------------------------------------------------------------
 
@@ -75,7 +76,7 @@ def test_json_and_pickle_and_refusals() -> None:
 
 
 def test_pymemcache_reads_our_flags() -> None:
-    pymemcache_serde = pytest.importorskip("pymemcache.serde")
+    pymemcache_serde = require_module("pymemcache.serde")
     ours = get_serde("pickle")
     theirs = pymemcache_serde.pickle_serde
     for value in ("text", 7, {"a": 1}, b"raw"):

@@ -23,7 +23,9 @@ from typing import Any
 
 import pytest
 
-django = pytest.importorskip("django")
+from tests.support import require_module
+
+django = require_module("django")
 
 from django.conf import settings  # noqa: E402
 
