@@ -11,17 +11,29 @@ import json
 import os
 import pty
 import re
+import signal
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from scatterhoard.bench.workload import key_bytes
 from scatterhoard.protocol.resp import RespParser, encode_command
-from tests.support import free_port, hoard_argv, hoard_server, memcached, require_binary, running, temp_dir
+from tests.support import (
+    free_port,
+    hoard_argv,
+    hoard_server,
+    memcached,
+    require_binary,
+    require_module,
+    running,
+    temp_dir,
+)
 
 MIX = "get:60,set:20,mget:10,delete:5,incr:5"
 MIX_DC = "get:70,set:20,delete:10"
@@ -137,10 +149,21 @@ def test_load_against_hoard_server_counts_what_it_counts(protocol: str) -> None:
     assert_sane(out, protocol)
     assert delta(before, after, "cmd_get") == out["get_keys"]
     assert delta(before, after, "cmd_set") == requests(out, "set")
-    gm = [out["by_op"].get(op, {"hits": 0}) for op in ("get", "mget")]
+    gm = [out["by_op"].get(op, {"hits": 0, "misses": 0}) for op in ("get", "mget")]
     assert delta(before, after, "get_hits") == sum(x["hits"] for x in gm)
+    assert delta(before, after, "get_misses") == sum(x["misses"] for x in gm)
     d = out["by_op"]["delete"]
     assert delta(before, after, "delete_hits") == d["hits"] and delta(before, after, "delete_misses") == d["misses"]
+    if protocol != "distcache":  # distcache has no counters
+        i = out["by_op"]["incr"]
+        if protocol == "resp":
+            # INCR creates a missing counter (a hit for the bench, as in redis); the server's
+            # stats count that first INCR as a memcached incr miss
+            assert i["misses"] == 0
+            assert delta(before, after, "incr_hits") + delta(before, after, "incr_misses") == i["hits"]
+        else:
+            assert delta(before, after, "incr_hits") == i["hits"], (before, after, i)
+            assert delta(before, after, "incr_misses") == i["misses"]
 
 
 @contextlib.contextmanager
@@ -151,15 +174,82 @@ def redis() -> Iterator[int]:
         yield port
 
 
+def redis_call(port: int, *args: str) -> Any:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(encode_command(*args))
+        parser = RespParser()
+        values: list[Any] = []
+        while not values:
+            values = parser.feed(s.recv(65536))
+    return values[0]
+
+
+def redis_keyspace(port: int) -> dict[str, int]:
+    info = redis_call(port, "INFO", "stats").decode()
+    return {k: int(v) for k, _, v in (ln.partition(":") for ln in info.splitlines()) if k.startswith("keyspace_")}
+
+
 def test_load_against_redis_counts_what_redis_counts() -> None:
     with redis() as port:
-        before = redis_commandstats(port)
+        before, ks0 = redis_commandstats(port), redis_keyspace(port)
         out = bench_json(*load_args(port, "resp"), "--expire", "100")
-        after = redis_commandstats(port)
+        after, ks1 = redis_commandstats(port), redis_keyspace(port)
+        ttls = [redis_call(port, "TTL", key_bytes("hb:", n).decode()) for n in range(300)]
     assert_sane(out, "resp")
     for op, cmd in (("get", "get"), ("set", "set"), ("mget", "mget"), ("incr", "incr"), ("delete", "del")):
         assert delta(before, after, cmd) == requests(out, op), (op, before, after)
     assert out["by_op"]["incr"]["misses"] == 0  # redis creates counters
+    # redis's own hit/miss counters see the reads (GET, MGET per key) as the bench does
+    gm = [out["by_op"].get(op, {"hits": 0, "misses": 0}) for op in ("get", "mget")]
+    assert delta(ks0, ks1, "keyspace_hits") == sum(x["hits"] for x in gm)
+    assert delta(ks0, ks1, "keyspace_misses") == sum(x["misses"] for x in gm)
+    # --expire reached the server: every value the sets left has a TTL of at most 100 s
+    live = [t for t in ttls if t != -2]
+    assert live and all(0 < t <= 100 for t in live), ttls
+
+
+def test_expire_reaches_memcached_protocols() -> None:
+    with hoard_server() as port:
+        for protocol in ("text", "meta", "binary"):
+            bench_json(f"127.0.0.1:{port}", f"--{protocol}", "-n", "200", "-c", "1", "--keys", "50",
+                       "--key-prefix", f"{protocol}:", "--mix", "set", "--expire", "100")
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            for protocol in ("text", "meta", "binary"):
+                ttls = []
+                for n in range(50):
+                    s.sendall(b"mg " + key_bytes(f"{protocol}:", n) + b" t\r\n")
+                    line = b""
+                    while not line.endswith(b"\r\n"):
+                        line += s.recv(1024)
+                    if line.startswith(b"HD"):
+                        ttls.append(int(line.split()[1][1:]))
+                assert ttls and all(0 < t <= 100 for t in ttls), (protocol, ttls)
+
+
+def test_open_loop_charges_a_stalled_server_for_the_whole_stall() -> None:
+    """Coordinated omission: requests due while the server is stopped are timed from when they
+    were due, so a 0.4 s stall shows in the upper percentiles, not only in the few requests in flight."""
+    exe = require_binary("memcached")
+    port = free_port()
+    argv = [exe, "-l", "127.0.0.1", "-p", str(port), "-U", "0", "-t", "1"] + (["-u", "root"] if os.geteuid() == 0 else [])
+    with running(argv, port=port) as proc:
+        def stall() -> None:
+            time.sleep(0.8)
+            os.kill(proc.pid, signal.SIGSTOP)
+            time.sleep(0.4)
+            os.kill(proc.pid, signal.SIGCONT)
+
+        thread = threading.Thread(target=stall)
+        thread.start()
+        try:
+            out = bench_json(f"127.0.0.1:{port}", "-t", "2", "-c", "2", "-d", "4", "--rate", "1000")
+        finally:
+            thread.join()
+    lat = out["latency_us"]
+    # 2 s at 1000/s with 8 requests in flight at most: ~400 requests were due during the stall,
+    # waiting 0-400 ms; a closed-loop clock would have charged the stall to 8 of them only
+    assert lat["max"] >= 300_000, lat
+    assert lat["p90"] >= 100_000, lat
 
 
 def test_requests_mode_zipf_and_open_loop_rate() -> None:
@@ -173,6 +263,17 @@ def test_requests_mode_zipf_and_open_loop_rate() -> None:
     assert delta(before, after, "cmd_get") + delta(before, after, "cmd_set") == 3000
     assert paced["rate"] == 1500
     assert 0 < paced["ops"] <= 1500 + 2  # never more than the schedule (one per connection of slack)
+
+
+def test_a_key_space_wider_than_the_prebuilt_requests_is_used_whole() -> None:
+    """One connection pre-builds at most 4096 requests; 30000 sets over a million keys must still
+    touch ~29500 distinct keys (each request is rebuilt after it is sent), not 4096."""
+    with hoard_server() as port:
+        out = bench_json(f"127.0.0.1:{port}", "-n", "30000", "-c", "1", "--keys", "1000000", "--mix", "set",
+                         "--value-size", "10")
+        items = mc_stats(port)["curr_items"]
+    assert out["ops"] == 30000
+    assert 29000 <= items <= 30000, items
 
 
 def test_preload_makes_gets_hit_on_both_sides_of_compare() -> None:
@@ -202,7 +303,7 @@ def test_compare_prints_a_ratio_table() -> None:
 
 
 def test_plot_file_is_written() -> None:
-    pytest.importorskip("matplotlib")
+    require_module("matplotlib")
     with memcached() as port, temp_dir() as d:
         png = Path(d) / "bench.png"
         res = bench(f"127.0.0.1:{port}", "-t", "1.2", "-c", "2", "--plot", str(png), "-q")

@@ -22,6 +22,7 @@ import pytest
 from scatterhoard.server.app import Server
 from scatterhoard.server.stats import Settings
 from scatterhoard.store import Item, MemoryStore
+from scatterhoard.store.item import Mode, Status
 from tests.support import free_port, hoard_argv, hoard_server, memcached, require_binary, running
 
 TIMEOUT = 120.0
@@ -48,12 +49,50 @@ class CorruptingStore(MemoryStore):
         return item
 
 
+class FaultyStore(MemoryStore):
+    """A store that breaks one rule from its ``at``-th chance on: ``cas`` refuses a compare-and-swap
+    whose token is right, ``counter`` answers incr/decr one off, ``expiry`` keeps expiring sets
+    forever. ``broken`` records the keys it broke (a later write may hide one break, not all)."""
+
+    def __init__(self, fault: str, at: int = 5) -> None:
+        super().__init__(64 * 1024 * 1024)
+        self.fault = fault
+        self.chances = at
+        self.broken: set[bytes] = set()
+
+    def _now(self) -> bool:
+        self.chances -= 1
+        return self.chances <= 0
+
+    def store(self, mode: Mode, key: bytes, value: bytes, flags: int = 0, exptime: float = 0.0,
+              cas: int = 0, invalidate: bool = False) -> tuple[Status, int]:
+        if self.fault == "cas" and cas:  # text cas; meta and binary sets that carry a token
+            old = super().get(key, None, False)
+            if old is not None and old.cas == cas and self._now():
+                self.broken.add(key)
+                return Status.EXISTS, 0
+        if self.fault == "expiry" and exptime > 0 and self._now():
+            self.broken.add(key)
+            exptime = 0.0
+        return super().store(mode, key, value, flags, exptime, cas, invalidate)
+
+    def arith(self, key: bytes, delta: int, incr: bool = True, initial: int | None = None,
+              exptime: float = 0.0, cas: int = 0) -> tuple[Status, int, int]:
+        status, value, new_cas = super().arith(key, delta, incr, initial, exptime, cas)
+        if self.fault == "counter" and status == Status.STORED and self._now():
+            self.broken.add(key)
+            value += 1
+            super().store(Mode.SET, key, b"%d" % value)
+        return status, value, new_cas
+
+
 @contextlib.contextmanager
-def corrupting_server() -> Iterator[tuple[int, CorruptingStore]]:
-    """A hoard server, in a thread of this process, over a store that corrupts one value."""
+def corrupting_server(store: MemoryStore | None = None) -> Iterator[tuple[int, MemoryStore]]:
+    """A hoard server, in a thread of this process, over a store that breaks a rule
+    (by default: corrupts one value)."""
     port = free_port()
     settings = Settings(listen=[f"127.0.0.1:{port}"], port=port)
-    store = CorruptingStore()
+    store = store if store is not None else CorruptingStore()
     server = Server(settings, store)
     loop = asyncio.new_event_loop()
     started = threading.Event()
@@ -117,6 +156,8 @@ def test_verify_passes_against_correct_servers(runs: dict[str, subprocess.Comple
     assert expected <= names, ops
     m = re.search(r"([\d,]+) values compared byte for byte", checked)
     assert m and int(m.group(1).replace(",", "")) > 100, checked
+    m = re.search(r"([\d,]+) expiries checked", checked)
+    assert m and int(m.group(1).replace(",", "")) > 0, checked
 
 
 def test_verify_json_against_redis(runs: dict[str, subprocess.CompletedProcess[str]]) -> None:
@@ -128,12 +169,12 @@ def test_verify_json_against_redis(runs: dict[str, subprocess.CompletedProcess[s
     assert out["values_checked"] > 100 and out["bytes_checked"] > out["values_checked"]
 
 
-@pytest.mark.parametrize("protocol", ["text", "binary", "resp"])
+@pytest.mark.parametrize("protocol", ["text", "meta", "binary", "resp", "distcache"])
 def test_verify_stops_at_the_corrupted_value(protocol: str) -> None:
     with corrupting_server() as (port, store):
         run = subprocess.run(verify_argv(port, protocol, "--seed", "11", "-n", "5000"),
                              capture_output=True, text=True, timeout=TIMEOUT)
-    assert store.corrupted is not None
+    assert isinstance(store, CorruptingStore) and store.corrupted is not None
     key, offset = store.corrupted
     assert run.returncode == 1, run.stdout + run.stderr
     lines = run.stdout.strip().splitlines()
@@ -149,3 +190,27 @@ def test_verify_stops_at_the_corrupted_value(protocol: str) -> None:
     assert size, lines
     # the history shows the write that stored the expected value
     assert any(re.search(rf"#\d+ (set|add|cas|expiring_set) {size.group(1)} B", ln) for ln in lines[6:]), lines
+
+
+@pytest.mark.parametrize(("fault", "protocol", "what"), [
+    ("cas", "text", r"cas \S+ with the current token \d+"),
+    ("cas", "meta", r"cas \S+ with the current token \d+"),
+    ("cas", "binary", r"cas \S+ with the current token \d+"),
+    ("counter", "text", r"(incr|decr) \S+ \d+"),
+    ("counter", "meta", r"(incr|decr) \S+ \d+"),
+    ("counter", "binary", r"(incr|decr) \S+ \d+"),
+    ("expiry", "text", r"get \S+"),
+    ("expiry", "distcache", r"get \S+"),
+])
+def test_verify_catches_each_kind_of_broken_rule(fault: str, protocol: str, what: str) -> None:
+    """A CAS refused with the right token, a counter one off, an expired item still served:
+    each stops the run at the operation that shows it, naming the key the store broke."""
+    with corrupting_server(FaultyStore(fault)) as (port, store):
+        run = subprocess.run(verify_argv(port, protocol, "--seed", "5", "-n", "3000", "-c", "1"),
+                             capture_output=True, text=True, timeout=TIMEOUT)
+    assert isinstance(store, FaultyStore) and store.broken, "the fault never got its chance"
+    assert run.returncode == 1, run.stdout + run.stderr
+    lines = run.stdout.strip().splitlines()
+    assert lines[0].startswith("DISCREPANCY at operation #"), lines
+    assert re.fullmatch(rf"  operation: {what}", lines[1]), lines
+    assert lines[1].split()[2].encode() in store.broken, (store.broken, lines)

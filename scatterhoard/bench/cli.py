@@ -26,7 +26,11 @@ The load: --procs worker processes, each with --connections connections, each
 keeping --depth requests in flight (closed loop), or sending at --rate ops/s
 in total (open loop: latency is measured from when each request was due, so
 a stalled server is charged for the whole stall). Keys are drawn uniformly or
-zipf-distributed from --keys keys; --mix picks the operations.
+zipf-distributed from --keys keys; --mix picks the operations. Requests are
+built ahead of time (up to 4096 per connection, cycled); when --keys is larger
+than all connections' pre-built requests together, each request is rebuilt
+with a fresh key after it is sent, so the whole key space is used, at about
+2 us more generator CPU per request (add --procs if the generator saturates).
 
 Reports ops/s, hits/misses/errors per operation and latency p50/p90/p99/p99.9/max
 from a log-bucket histogram (about 1% precision) merged over all processes.

@@ -127,6 +127,10 @@ def _work(cfg: RunConfig, index: int, barrier: Any, progress: Any) -> dict[str, 
     n_conn = cfg.connections
     my_requests = split(cfg.requests, cfg.processes, index) if cfg.requests is not None else None
     pool_n = _pool_size(cfg)
+    # Each connection cycles through pool_n pre-built requests. When the key space is bigger than
+    # all of them together, a request is rebuilt (new key, new value) right after it is sent, so the
+    # keys keep following the distribution over the whole key space; that costs ~2 us per request.
+    refill = spec.keyspace > pool_n * n_conn * cfg.processes
     rate_step = 0
     if cfg.rate:
         rate_step = int(1e9 * cfg.processes * n_conn / cfg.rate)  # ns between requests on one connection
@@ -183,8 +187,20 @@ def _work(cfg: RunConfig, index: int, barrier: Any, progress: Any) -> dict[str, 
             times.extend([now] * n)
         if c.budget is not None:
             c.budget -= n
-        write(c, c.flow.batch(n))
+        flow = c.flow
+        first = flow.next
+        write(c, flow.batch(n))
+        if refill:
+            rebuild(flow, first, n)
         return n
+
+    def rebuild(flow: Flow, first: int, n: int) -> None:
+        """Replace the ``n`` pool entries from ``first`` (just sent) with fresh draws."""
+        requests, metas, encode = flow.requests, flow.metas, flow.codec.encode
+        size = len(requests)
+        for k in range(first, first + n):
+            j = k % size
+            requests[j], metas[j] = encode(src.next(), j)
 
     def write(c: _Conn, data: bytes) -> None:
         if c.out:
