@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import io
 import json
+import os
 import random
 import re
 import socket
@@ -399,3 +400,38 @@ def test_filters_and_json() -> None:
     lines = slow.getvalue().splitlines()
     assert len(lines) == 1 and " #8 text get b -> END (miss)  " in lines[0], lines  # opens/closes hidden too
     assert float(lines[0].split("  ")[1].removesuffix(" ms")) >= 50
+
+
+# -- a slow reader of the output --------------------------------------------------------------------
+
+
+def test_a_reader_that_never_reads_the_output_does_not_stall_the_traffic() -> None:
+    """stdout is a pipe nobody reads (``hoard snoop ... | less`` with the pager's screen full):
+    the pipe fills after a few hundred lines, yet every request still gets its answer at once,
+    and the lines that did not fit are counted when the reader comes back."""
+    with memcached() as mc:
+        port = free_port()
+        read_end, write_end = os.pipe()
+        proc = subprocess.Popen(hoard_argv("snoop", "-l", f"127.0.0.1:{port}", "-c", f"127.0.0.1:{mc}"),
+                                stdout=write_end, stderr=subprocess.DEVNULL)
+        os.close(write_end)
+        try:
+            wait_for_port(port, proc=proc)
+            # ~100k lines of output for a 64 KiB pipe: the snoop must not wait for its reader
+            stream = b"".join(b"get k%d\r\n" % i for i in range(100_000))
+            got = talk(port, stream, lambda r: r.count(b"END\r\n") == 100_000, timeout=60)
+            assert got.count(b"END\r\n") == 100_000
+            # now read: what fitted, then a note of what did not
+            os.set_blocking(read_end, False)
+            text = b""
+            deadline = time.monotonic() + 10
+            while b"lines dropped" not in text and time.monotonic() < deadline:
+                with contextlib.suppress(BlockingIOError):
+                    text += os.read(read_end, 1 << 20)
+                with contextlib.suppress(OSError):  # one more exchange makes the note come out
+                    talk(port, b"get note\r\n", lambda r: r.endswith(b"END\r\n"), timeout=5)
+                time.sleep(0.05)
+        finally:
+            stop_process(proc)
+            os.close(read_end)
+    assert re.search(rb"\[hoard snoop: \d+ lines dropped: the output was read too slowly\]", text), text[-300:]

@@ -337,15 +337,18 @@ def snoop_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run_snoop(args: argparse.Namespace) -> int:
+    from ..tools.snoop_output import BackgroundOutput
     from .snoop import Snoop
 
     sock, cleanup = _prepare(args, "dc_snoop")
     install_event_loop_policy()
-    snoop = Snoop(args.server)
+    out = BackgroundOutput(sys.stdout)  # a slow reader of the output never stalls the traffic
+    snoop = Snoop(args.server, out)
     try:
         asyncio.run(snoop.serve([sock]))
     finally:
         cleanup()
+        out.close()
     return 0
 
 

@@ -15,11 +15,11 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
-from typing import TextIO
 
 from ..address import Address
 from ..protocol import distcache as dc
 from ..tools.snoop import SnoopProxy
+from ..tools.snoop_output import Output
 
 
 def frame_lengths(payload_len: int) -> list[int]:
@@ -33,7 +33,7 @@ def frame_lengths(payload_len: int) -> list[int]:
 class Printer:
     """Formats snoop lines; ``out`` is flushed after every batch."""
 
-    def __init__(self, out: TextIO) -> None:
+    def __init__(self, out: Output) -> None:
         self.out = out
         self.started = time.monotonic()
 
@@ -109,6 +109,6 @@ class DistcacheTap:
 class Snoop(SnoopProxy):
     """The dc_snoop engine: accept, connect a twin to ``server``, print both directions."""
 
-    def __init__(self, server: Address, out: TextIO | None = None) -> None:
+    def __init__(self, server: Address, out: Output | None = None) -> None:
         self.printer = Printer(out if out is not None else sys.stdout)
         super().__init__(server, lambda conn: DistcacheTap(conn, self.printer))

@@ -41,6 +41,7 @@ from ..address import ACCEPTED_FORMS, Address, parse_address
 from ..errors import HoardError
 from ..service import Service
 from .snoop_decode import DecodeError, Decoder, Exchange, decoder_for, show_value
+from .snoop_output import BackgroundOutput, Output
 
 # -- the engine -----------------------------------------------------------------------------------
 
@@ -269,7 +270,7 @@ _NOTES = {"noreply": "no reply expected", "quiet": "no reply (quiet)", "closed":
 class Printer:
     """One line per exchange or event, as text or JSON lines; flushed per batch."""
 
-    def __init__(self, out: TextIO, filters: Filters | None = None, as_json: bool = False,
+    def __init__(self, out: Output, filters: Filters | None = None, as_json: bool = False,
                  raw_limit: int = 64) -> None:
         self.out = out
         self.filters = filters or Filters()
@@ -448,7 +449,8 @@ def run(args: argparse.Namespace) -> int:
     from ..distcache.net import listen_socket
     from ..server.app import install_event_loop_policy
 
-    printer = Printer(sys.stdout, Filters(args.key, args.command, args.slow), as_json=args.json)
+    out = BackgroundOutput(sys.stdout)  # a slow reader of the output never stalls the traffic
+    printer = Printer(out, Filters(args.key, args.command, args.slow), as_json=args.json)
     sock = listen_socket(args.listen)
     install_event_loop_policy()
     proxy = SnoopProxy(args.connect, lambda conn: DecodingTap(conn, printer, max(0, args.values)))
@@ -463,4 +465,5 @@ def run(args: argparse.Namespace) -> int:
         if args.listen.kind == "unix":
             with contextlib.suppress(OSError):
                 os.unlink(args.listen.path)
+        out.close()
     return 0
