@@ -75,9 +75,12 @@ def runs() -> Iterator[dict[str, subprocess.CompletedProcess[str]]]:
         rport = free_port()
         stack.enter_context(running([redis, "--port", str(rport), "--bind", "127.0.0.1", "--save", "",
                                      "--appendonly", "no"], port=rport))
+        hoard = f"127.0.0.1:{stack.enter_context(hoard_server())}"
         targets = {
             "memcached": [f"127.0.0.1:{stack.enter_context(memcached())}"],
-            "hoard": [f"127.0.0.1:{stack.enter_context(hoard_server())}"],
+            "hoard": [hoard],
+            "hoard --meta": [hoard, "--meta"],
+            "hoard --distcache": [hoard, "--distcache"],
             "redis": [f"127.0.0.1:{rport}", "--resp"],
             "broken": [f"127.0.0.1:{stack.enter_context(broken_server())}", "--ascii"],
         }
@@ -124,6 +127,11 @@ def test_passes_against_hoard_server(runs: dict[str, subprocess.CompletedProcess
         run.stdout
     assert run.returncode == 0
     assert "distcache duplicate_add" in outcomes and "distcache timeouts" in outcomes
+
+
+@pytest.mark.parametrize("flag", ["--meta", "--distcache"])
+def test_one_protocol_by_its_flag(runs: dict[str, subprocess.CompletedProcess[str]], flag: str) -> None:
+    _assert_all_passed(runs[f"hoard {flag}"], {flag[2:]})
 
 
 def test_resp_passes_against_redis(runs: dict[str, subprocess.CompletedProcess[str]]) -> None:
