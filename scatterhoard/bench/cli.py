@@ -107,7 +107,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     modes.add_argument("--rounds", type=int, default=3, metavar="N", help="rounds for --compare (default 3)")
     modes.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
     modes.add_argument("--plot", metavar="FILE.png", default=None,
-                       help="draw throughput and latency over time and the percentile curve "
+                       help="draw throughput and latency over time and the percentile curve; with "
+                            "--compare, the last round of each target side by side "
                             "(needs matplotlib: pip install 'scatterhoard[plot]')")
     modes.add_argument("-q", "--quiet", action="store_true", help="no live progress line")
     p.set_defaults(func=run)
