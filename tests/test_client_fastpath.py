@@ -13,6 +13,8 @@ counts.  Validation (keys, values, expiry) must happen before any I/O.
 from __future__ import annotations
 
 import hashlib
+import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -353,3 +355,51 @@ def test_a_line_reply_split_after_one_byte_is_not_taken_whole() -> None:
     assert not request.done
     state.feed(b"TORED\r\n")
     assert request.done and request.result() == 0 and state.idle
+
+
+# -- polling for a reply before sleeping (Client's spin_us) ------------------------------------------
+
+
+def test_a_server_slower_than_the_spin_turns_polling_off_for_a_while() -> None:
+    """Every reply comes 20 ms late: the first get polls its 2 ms in vain, then the connection
+    sleeps in recv for the next SPIN_BACKOFF replies instead of burning CPU on each; answers stay right."""
+    from scatterhoard.client.sync import SPIN_BACKOFF
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            while not stop.is_set():
+                data = conn.recv(65536)
+                if not data:
+                    return
+                time.sleep(0.02)
+                conn.sendall(b"END\r\n" * data.count(b"\n"))
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        with Client(f"127.0.0.1:{listener.getsockname()[1]}", spin_us=2000, on_error="raise") as c:
+            assert c.get("a") is None
+            (conn,) = c._pools[0].idle
+            assert conn.spin_ns == 2_000_000 and conn.spin_skip == SPIN_BACKOFF
+            for i in range(3):
+                assert c.get("b") is None
+                assert conn.spin_skip == SPIN_BACKOFF - 1 - i
+        with Client("127.0.0.1:1", spin_us=0) as c:
+            assert c._spin_ns == 0
+    finally:
+        stop.set()
+        listener.close()
+        thread.join(5)
+
+
+def test_polling_clients_answer_as_sleeping_ones(port: int) -> None:
+    with Client(f"127.0.0.1:{port}", spin_us=0) as sleeper, Client(f"127.0.0.1:{port}", spin_us=5000) as poller:
+        for i in range(50):
+            value = b"v" * (i * 997 % 70_000)  # some replies span several reads
+            assert poller.set(f"spin{i}", value)
+            assert sleeper.get(f"spin{i}") == value == poller.get(f"spin{i}")
+        assert poller.get_many([f"spin{i}" for i in range(50)]) == sleeper.get_many([f"spin{i}" for i in range(50)])

@@ -162,6 +162,9 @@ def test_yaml_pool(tmp_path: Path) -> None:
     ({"failure_limit": -1}, "failure_limit"),
     ({"hash": "sha1"}, "sha1"),
     ({"distribution": "rendezvous"}, "distribution"),
+    ({"spin_us": -1}, "spin_us"),
+    ({"spin_us": 20_000}, "spin_us"),
+    ({"spin_us": "50"}, "spin_us"),
 ])
 def test_bad_options(options: dict[str, Any], match: str) -> None:
     with pytest.raises(ConfigError, match=match):
