@@ -3,22 +3,27 @@
 
 One ``hoard server`` is the session cache, another the plaintext backend;
 ``hoard tls`` (and Debian's ``stunnel4`` when installed) terminate TLS in
-front of it with the same RSA-2048 certificate made for the run.  The
-measured terminator is pinned to CPU 0 when there are two CPUs, the client
-threads (Python's ssl) run in this process on CPU 1.
+front of it.  The measured terminator is pinned to CPU 0 when there are two
+CPUs, the client threads (Python's ssl) run in this process on CPU 1.
 
-* handshakes: ``--threads`` clients open connections as fast as they can for
-  ``--duration`` seconds, each doing a handshake, one ``version`` request
-  through to the backend and a close; once with no session (full
-  handshakes) and once offering a session from the cache (resumed), for TLS
-  1.2 and TLS 1.3.  Printed: handshakes/s and the terminator's CPU
-  milliseconds per handshake (from ``/proc``), which is the cost the
-  resumption saves.
+* handshakes, once per certificate key (``--keys``: RSA-2048, the common
+  deployment, and ECDSA P-256), each with its own ``hoard tls`` sharing
+  sessions through the cache (distcache): ``--threads`` clients open
+  connections as fast as they can for ``--duration`` seconds, each doing a
+  handshake, one ``version`` request through to the backend and a close;
+  once with no session (full handshakes) and once offering a session from the
+  cache (resumed), for TLS 1.2 and TLS 1.3.  Printed: handshakes/s,
+  handshakes per terminator CPU-second (from ``/proc``) and the ratio
+  resumed/full of the latter, which is the cost the resumption saves.  The
+  client is Python's ssl on OpenSSL 3: its TLS 1.3 resumption offers only the
+  ``psk_dhe_ke`` mode (a resumption still does an X25519 exchange), the server
+  cannot choose plain ``psk_ke``.
 * forwarding: ``--threads`` connections each ``get`` a 512 KB value in a
   loop through the terminator for ``--duration`` seconds; MB/s and MB per
-  terminator CPU-second, ``hoard tls`` and ``stunnel4`` in turn.
+  terminator CPU-second, ``hoard tls`` and ``stunnel4`` in turn (same
+  RSA-2048 certificate, TLS 1.3).
 
-    .venv/bin/python benchmarks/bench_tls.py              # about 30 s
+    .venv/bin/python benchmarks/bench_tls.py              # about 45 s
     .venv/bin/python benchmarks/bench_tls.py --quick      # smoke run
 """
 
@@ -57,19 +62,30 @@ from benchmarks.common import (  # noqa: E402
 VALUE_SIZE = 512 * 1024
 
 
-def make_rsa_cert(directory: str) -> tuple[str, str]:
+#: --keys choices: label printed, and how the certificate's key is made
+KEYS = {"rsa2048": "RSA-2048", "p256": "ECDSA P-256"}
+
+
+def make_cert(directory: str, kind: str) -> tuple[str, str]:
+    """A self-signed certificate for localhost with a ``kind`` key (see :data:`KEYS`)."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
     from cryptography.x509.oid import NameOID
 
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+    if kind == "rsa2048":
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    elif kind == "p256":
+        key = ec.generate_private_key(ec.SECP256R1())
+    else:
+        raise ValueError(f"unknown key kind {kind!r}")
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
     now = datetime.datetime.now(datetime.UTC)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
             .not_valid_after(now + datetime.timedelta(days=1)).sign(key, hashes.SHA256()))
-    cert_path, key_path = Path(directory) / "cert.pem", Path(directory) / "key.pem"
+    cert_path, key_path = Path(directory) / f"{kind}-cert.pem", Path(directory) / f"{kind}-key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                            serialization.NoEncryption()))
@@ -99,7 +115,7 @@ def request(port: int, ctx: ssl.SSLContext, session: ssl.SSLSession | None) -> t
                 if not chunk:
                     raise RuntimeError("connection closed before the reply")
                 reply += chunk
-            return s.session_reused, s.session
+            return bool(s.session_reused), s.session
 
 
 def run_threads(threads: int, duration: float, work: Callable[[], int]) -> int:
@@ -131,13 +147,12 @@ def measure(proc: Process, threads: int, duration: float, work: Callable[[], int
     return n, time.monotonic() - t0, cpu_seconds(proc.pid) - cpu0
 
 
-def bench_handshakes(term: Process, args: argparse.Namespace) -> list[dict[str, Any]]:
+def bench_handshakes(term: Process, args: argparse.Namespace, key: str) -> list[dict[str, Any]]:
     rows = []
     for label, version in (("TLS 1.2", ssl.TLSVersion.TLSv1_2), ("TLS 1.3", ssl.TLSVersion.TLSv1_3)):
         ctx = client_ctx(version)
         _, session = request(term.port, ctx, None)
-        time.sleep(0.1)  # the session's (asynchronous) write to the cache
-        row: dict[str, Any] = {"version": label}
+        row: dict[str, Any] = {"key": KEYS[key], "version": label}
         for kind, offered in (("full", None), ("resumed", session)):
             reused_wrong = 0
 
@@ -149,8 +164,8 @@ def bench_handshakes(term: Process, args: argparse.Namespace) -> list[dict[str, 
                 return 1
 
             n, wall, cpu = measure(term, args.threads, args.duration, work)
-            row[kind] = {"per_s": n / wall, "cpu_ms": 1000 * cpu / max(n, 1), "count": n,
-                         "unexpected": reused_wrong}
+            row[kind] = {"per_s": n / wall, "cpu_ms": 1000 * cpu / max(n, 1), "per_cpu_s": n / max(cpu, 1e-9),
+                         "count": n, "unexpected": reused_wrong}
         row["cpu_ratio"] = row["full"]["cpu_ms"] / max(row["resumed"]["cpu_ms"], 1e-9)
         rows.append(row)
     return rows
@@ -202,36 +217,52 @@ def stunnel(exe: str, directory: str, cert: str, key: str, backend: int, cpu: in
         yield proc
 
 
+def terminator_argv(cpu: int | None, port: int, cert: str, key: str, backend: int, cache: int,
+                    farm_key: Path) -> list[str]:
+    return [*pin_prefix(cpu), *hoard("tls", "-l", f"{HOST}:{port}", "--cert", cert, "--key", key,
+                                     "--backend", f"{HOST}:{backend}", "--cache", f"{HOST}:{cache}",
+                                     "--cache-key", str(farm_key))]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--duration", type=float, default=3.0, help="seconds per measurement (default 3)")
     p.add_argument("--threads", type=int, default=4, help="client threads (default 4)")
+    p.add_argument("--keys", default="rsa2048,p256",
+                   help=f"certificate keys for the handshakes, comma-separated among {', '.join(KEYS)} "
+                        "(default: both; forwarding always uses the first)")
     p.add_argument("--quick", action="store_true", help="0.5 s per measurement")
     p.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
     args = p.parse_args(argv)
+    keys = [k for k in args.keys.split(",") if k]
+    if not keys or any(k not in KEYS for k in keys):
+        p.error(f"--keys: choose among {', '.join(KEYS)}")
     if args.quick:
         args.duration = 0.5
     cpu, client_cpu = (0, 1) if can_pin(0, 1) else (None, None)
     if client_cpu is not None:
         os.sched_setaffinity(0, {client_cpu})
-    results: dict[str, Any] = {"duration": args.duration, "threads": args.threads, "pinned": cpu is not None}
+    results: dict[str, Any] = {"duration": args.duration, "threads": args.threads, "pinned": cpu is not None,
+                               "openssl": ssl.OPENSSL_VERSION, "handshakes": [], "forwarding": {}}
     with tempfile.TemporaryDirectory(prefix="tls_bench-") as d:
-        cert, key = make_rsa_cert(d)
+        certs = {k: make_cert(d, k) for k in keys}
         farm_key = Path(d) / "farm.key"
         farm_key.write_bytes(os.urandom(32))
-        cport, bport, tport = free_port(), free_port(), free_port()
+        cport, bport = free_port(), free_port()
         with start_process("cache", hoard("server", "-p", str(cport)), cport), \
                 start_process("backend", hoard("server", "-p", str(bport), "-I", "2m"), bport):
             store_blob(bport)
-            argv = [*pin_prefix(cpu), *hoard("tls", "-l", f"{HOST}:{tport}", "--cert", cert, "--key", key,
-                                             "--backend", f"{HOST}:{bport}", "--cache", f"{HOST}:{cport}",
-                                             "--cache-key", str(farm_key))]
-            with start_process("hoard tls", argv, tport) as term:
-                results["handshakes"] = bench_handshakes(term, args)
-                results["forwarding"] = {"hoard tls": bench_forwarding(term, args)}
+            for i, k in enumerate(keys):
+                tport = free_port()
+                with start_process(f"hoard tls ({KEYS[k]})",
+                                   terminator_argv(cpu, tport, *certs[k], bport, cport, farm_key), tport) as term:
+                    results["handshakes"] += bench_handshakes(term, args, k)
+                    if i == 0:
+                        results["forwarding"]["key"] = KEYS[k]
+                        results["forwarding"]["hoard tls"] = bench_forwarding(term, args)
             exe = find_binary("stunnel4") or find_binary("stunnel")
             if exe is not None:
-                with stunnel(exe, d, cert, key, bport, cpu) as st:
+                with stunnel(exe, d, *certs[keys[0]], bport, cpu) as st:
                     results["forwarding"]["stunnel4"] = bench_forwarding(st, args)
     if args.json:
         print(json.dumps(results, indent=2))
@@ -242,21 +273,24 @@ def main(argv: list[str] | None = None) -> int:
 
 def print_report(r: dict[str, Any]) -> None:
     print(f"hoard tls, {r['threads']} client threads, {r['duration']:g} s per measurement"
-          f"{', terminator pinned to CPU 0' if r['pinned'] else ''}; RSA-2048 certificate\n")
-    print(f"{'handshakes':<10} {'full/s':>9} {'resumed/s':>10} {'full CPU ms':>12} {'resumed CPU ms':>15} "
-          f"{'CPU full/resumed':>17}")
+          f"{', terminator pinned to CPU 0' if r['pinned'] else ''}; client: Python ssl on {r['openssl']}")
+    print("one connection = handshake + one request through to the backend + close; TLS 1.3 resumption "
+          "offers psk_dhe_ke only\n")
+    print(f"{'key':<12} {'handshakes':<10} {'full/s':>7} {'resumed/s':>10} {'full CPU ms':>12} "
+          f"{'resumed CPU ms':>15} {'full/CPU-s':>11} {'resumed/CPU-s':>14} {'ratio':>6}")
     for row in r["handshakes"]:
         f, s = row["full"], row["resumed"]
-        print(f"{row['version']:<10} {f['per_s']:>9.0f} {s['per_s']:>10.0f} {f['cpu_ms']:>12.2f} "
-              f"{s['cpu_ms']:>15.2f} {row['cpu_ratio']:>16.1f}x")
+        print(f"{row['key']:<12} {row['version']:<10} {f['per_s']:>7.0f} {s['per_s']:>10.0f} {f['cpu_ms']:>12.2f} "
+              f"{s['cpu_ms']:>15.2f} {f['per_cpu_s']:>11.0f} {s['per_cpu_s']:>14.0f} {row['cpu_ratio']:>5.1f}x")
         if f["unexpected"] or s["unexpected"]:
             print(f"  warning: {f['unexpected']} full handshakes resumed, {s['unexpected']} resumptions were full")
-    print(f"\n{'forwarding (512 KB gets)':<26} {'MB/s':>8} {'MB per CPU-s':>13}")
-    for name, row in r["forwarding"].items():
-        print(f"{name:<26} {row['mb_s']:>8.1f} {row['mb_per_cpu_s']:>13.1f}")
     fw = r["forwarding"]
+    print(f"\n{'forwarding (512 KB gets, ' + fw.get('key', '?') + ')':<34} {'MB/s':>8} {'MB per CPU-s':>13}")
+    for name in ("hoard tls", "stunnel4"):
+        if name in fw:
+            print(f"{name:<34} {fw[name]['mb_s']:>8.1f} {fw[name]['mb_per_cpu_s']:>13.1f}")
     if "stunnel4" in fw:
-        print(f"{'ratio hoard/stunnel4':<26} {fw['hoard tls']['mb_s'] / fw['stunnel4']['mb_s']:>7.2f}x "
+        print(f"{'ratio hoard/stunnel4':<34} {fw['hoard tls']['mb_s'] / fw['stunnel4']['mb_s']:>7.2f}x "
               f"{fw['hoard tls']['mb_per_cpu_s'] / fw['stunnel4']['mb_per_cpu_s']:>12.2f}x")
     else:
         print("stunnel4 not installed: no comparison (apt-get install stunnel4)")

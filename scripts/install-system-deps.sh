@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the real servers and tools the test suite talks to, when missing.
 # Debian packages: memcached, libmemcached-tools (memccapable, memcaslap), nutcracker,
-# redis-server and redis-tools (redis-benchmark), stunnel4 (TLS benchmark).
+# redis-server and redis-tools (redis-benchmark), stunnel4 (TLS benchmark), openssl (the TLS tests' client).
 set -u
 need=()
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
@@ -11,6 +11,7 @@ have nutcracker      || need+=(nutcracker)
 have redis-server    || need+=(redis-server)
 have redis-benchmark || need+=(redis-tools)
 have stunnel4        || need+=(stunnel4)   # benchmarks/bench_tls.py compares hoard tls with it
+have openssl         || need+=(openssl)    # tests/test_tls_*.py drive `openssl s_client`
 if [ ${#need[@]} -eq 0 ]; then
     echo "system deps: all present"
     exit 0

@@ -8,6 +8,7 @@ clients are ``openssl s_client`` and Python's ssl module.
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import signal
@@ -20,8 +21,9 @@ from pathlib import Path
 import pytest
 
 from scatterhoard.distcache import SessionCache
+from scatterhoard.tls import DistcacheBackend, MemcacheBackend, open_backend
 from tests.support import free_port, hoard_server, recv_until, stop_process, temp_dir
-from tests.test_tls_support import client_context, farm, make_key, py_request, s_client
+from tests.test_tls_support import client_context, farm, make_key, py_request, s_client, session_ticket
 
 VERSIONS = {"tls1_2": ssl.TLSVersion.TLSv1_2, "tls1_3": ssl.TLSVersion.TLSv1_3}
 
@@ -156,14 +158,56 @@ def test_mismatched_session_id_context_gives_a_full_handshake(version: str) -> N
             assert res.answered and res.new and not res.reused, res.output
 
 
-def test_memcache_protocol_backend() -> None:
-    """--cache memcache:HOST:PORT stores sessions with the memcached protocol instead."""
-    ctx = client_context(ssl.TLSVersion.TLSv1_3)
+@pytest.mark.parametrize("scheme", ["memcache", "meta", "binary"])
+def test_memcached_protocol_backends(scheme: str) -> None:
+    """--cache memcache:/text:, meta: or binary: HOST:PORT stores sessions through our memcached
+    client in that protocol instead of distcache's; the sessions are under hex keys."""
+    ctx = client_context(ssl.TLSVersion.TLSv1_2)
     with temp_dir() as d, farm(d, n=0) as f:
-        cache = f"memcache:127.0.0.1:{f.cache_port}"
+        cache = f"{scheme}:127.0.0.1:{f.cache_port}"
+        assert isinstance(backend := open_backend(cache), MemcacheBackend)
+        assert backend.protocol == {"memcache": "text"}.get(scheme, scheme)
         with f.terminator(cache=cache) as a, f.terminator(cache=cache) as b:
             first = py_request(a, ctx)
+            assert first.session is not None
             assert py_request(b, ctx, session=first.session).reused
+            assert _meta_ttl(f.cache_port, b"tls:s:" + first.session.id.hex().encode()) is not None
+
+
+def test_text_is_the_memcache_scheme() -> None:
+    backend = open_backend("text:127.0.0.1:1,127.0.0.1:2")
+    assert isinstance(backend, MemcacheBackend) and backend.protocol == "text"
+    assert isinstance(open_backend("127.0.0.1:1"), DistcacheBackend)
+    assert isinstance(open_backend("distcache:meta:1"), DistcacheBackend)  # a host called "meta"
+
+
+@pytest.mark.parametrize("cache", ["distcache", "meta"])
+@pytest.mark.parametrize("version", ["tls1_2", "tls1_3"])
+def test_cache_entries_live_as_long_as_the_session(version: str, cache: str) -> None:
+    """The cache entry's TTL is the session's remaining lifetime (--session-timeout 123), read back
+    from the cache server over meta (`mg KEY b t`); the client is told the same lifetime."""
+    with temp_dir() as d, farm(d, n=0) as f:
+        spec = None if cache == "distcache" else f"meta:127.0.0.1:{f.cache_port}"
+        with f.terminator("--session-timeout", "123", cache=spec) as port:
+            sess = str(Path(d) / "sess.pem")
+            started = time.monotonic()
+            res = s_client(port, version, sess_out=sess)
+            assert res.new, res.output
+            # TLS 1.2: the session id; TLS 1.3: the stateful ticket, which is the server's session id
+            sid = _session_id(res.output) if version == "tls1_2" else session_ticket(sess)
+            assert len(sid) == 32
+            key = b"tls:s:" + (sid if cache == "distcache" else sid.hex().encode())
+            ttl = None
+            for _ in range(500):  # the write may still be on its way
+                if (ttl := _meta_ttl(f.cache_port, key)) is not None:
+                    break
+                time.sleep(0.01)
+            elapsed = time.monotonic() - started
+            assert ttl is not None, "no cache entry for the session"
+            assert 123 - elapsed - 2 <= ttl <= 123, (ttl, elapsed)
+            if version == "tls1_3":
+                assert "lifetime hint: 123 (seconds)" in res.output, res.output
+            assert s_client(port, version, sess_in=sess).reused
 
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -173,6 +217,17 @@ def _session_id(output: str) -> bytes:
         if line.startswith("Session-ID:"):
             return bytes.fromhex(line.split(":", 1)[1].strip())
     raise AssertionError(f"no Session-ID in:\n{output}")
+
+
+def _meta_ttl(cache_port: int, key: bytes) -> int | None:
+    """The remaining TTL of ``key`` on a hoard server (meta ``mg`` with a base64 key), None if absent."""
+    with socket.create_connection(("127.0.0.1", cache_port), timeout=10) as s:
+        s.sendall(b"mg %s b t\r\n" % base64.b64encode(key))
+        reply = recv_until(s, b"\r\n", 10)
+    if reply.startswith(b"EN"):
+        return None
+    assert reply.startswith(b"HD t"), reply
+    return int(reply[4:].split()[0])
 
 
 def _wait_stored(cache_port: int, session_id: bytes) -> None:

@@ -11,10 +11,9 @@ import os
 import signal
 import socket
 import ssl
+import struct
 import subprocess
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 from cryptography import x509
@@ -30,37 +29,11 @@ from scatterhoard.tls import (
     start_tls_server,
 )
 from tests.support import free_port, hoard_argv, hoard_server, running, temp_dir
-from tests.test_tls_support import client_context, make_cert, py_request
+from tests.test_tls_support import client_context, make_cert, openssl, py_request
+from tests.test_tls_support import echo_handler as _echo
+from tests.test_tls_support import serve_in_process as _serve
 
 V12, V13 = ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3
-
-
-async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    tls = writer.get_extra_info("tls")
-    line = await reader.readline()
-    info = f"{tls.version} {tls.alpn_protocol} {tls.server_name} {int(tls.session_reused)} ".encode()
-    writer.write(info + line)
-    await writer.drain()
-    writer.close()
-
-
-def _serve(ctx: TLSContext, test: Callable[[int], Awaitable[None]],
-           handler: Callable[..., Any] = _echo, stats: TLSStats | None = None) -> None:
-    async def main() -> None:
-        server = await start_stream_server(handler, ctx, "127.0.0.1:0", stats=stats)
-        port = server.sockets[0].getsockname()[1]
-        try:
-            await test(port)
-        finally:
-            server.close()
-            await server.wait_closed()
-            if ctx.session_store is not None:
-                await ctx.session_store.close()
-
-    try:
-        asyncio.run(main())
-    finally:
-        ctx.close()
 
 
 def test_streams_alpn_sni_and_connection_info() -> None:
@@ -125,7 +98,7 @@ def test_openssl_checks_the_session_id_context(version: ssl.TLSVersion) -> None:
                 c.close()
 
 
-def test_abrupt_closes_keep_sessions_and_failures_do_not_stop_the_server() -> None:
+def test_failures_do_not_stop_the_server() -> None:
     with temp_dir() as d, hoard_server() as cache_port:
         cert, key = make_cert(d)
         store = SessionStore(f"127.0.0.1:{cache_port}", Sealer(b"s" * 32))
@@ -134,12 +107,8 @@ def test_abrupt_closes_keep_sessions_and_failures_do_not_stop_the_server() -> No
 
         async def test(port: int) -> None:
             c = client_context(V12)
-            # py_request closes without close_notify: OpenSSL would evict the session
             first = await asyncio.to_thread(py_request, port, c)
             await store.drain()
-            for _ in range(3):
-                assert (await asyncio.to_thread(py_request, port, c, first.session)).reused
-            assert store.stats.removed == 0
             await asyncio.to_thread(_garbage, port)
             with pytest.raises(ssl.SSLError):  # no common cipher (RSA key exchange, EC certificate)
                 rsa_only = client_context(V12)
@@ -147,9 +116,109 @@ def test_abrupt_closes_keep_sessions_and_failures_do_not_stop_the_server() -> No
                 await asyncio.to_thread(py_request, port, rsa_only)
             assert (await asyncio.to_thread(py_request, port, c, first.session)).reused
             assert stats.handshakes_failed >= 2
-            assert stats.handshakes_resumed == 4 and stats.handshakes_full == 1
+            assert stats.handshakes_resumed == 1 and stats.handshakes_full == 1
 
         _serve(ctx, test, stats=stats)
+
+
+@pytest.mark.parametrize("close", ["fin", "rst"])
+@pytest.mark.parametrize("version", [V12, V13], ids=["tls1.2", "tls1.3"])
+def test_abrupt_client_closes_keep_sessions(version: ssl.TLSVersion, close: str) -> None:
+    """The client vanishes without close_notify (TCP FIN, or RST) while the server has not sent
+    its own: OpenSSL's SSL_free would evict the session (remove callback -> deleted from the cache)
+    unless the shutdown state is set first.  Two servers share the cache: every connection closes
+    abruptly, and the session still resumes on the other one."""
+    with temp_dir() as d, hoard_server() as cache_port:
+        cert, key = make_cert(d)
+        store = SessionStore(f"127.0.0.1:{cache_port}", Sealer(b"s" * 32))
+        a, b = TLSContext(cert, key, session_store=store), TLSContext(cert, key, session_store=store)
+        stats = TLSStats()
+        gone = asyncio.Queue[int]()
+
+        async def wait_eof(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            line = await reader.readline()
+            writer.write(b"%d %s" % (writer.get_extra_info("tls").session_reused, line))
+            await writer.drain()
+            try:
+                await reader.read()  # no close_notify from us: wait for the client to go
+            except ConnectionResetError:
+                pass  # the RST case
+            await gone.put(1)
+            writer.close()
+
+        async def main() -> None:
+            servers = [await start_stream_server(wait_eof, c, "127.0.0.1:0", stats=stats) for c in (a, b)]
+            pa, pb = (s.sockets[0].getsockname()[1] for s in servers)
+            c = client_context(version)
+            try:
+                first, reused = await asyncio.to_thread(_abrupt_request, pa, c, None, close)
+                assert not reused and first is not None
+                for port in (pb, pa, pb):  # each one closed abruptly too
+                    await asyncio.wait_for(gone.get(), 20)
+                    await store.drain()
+                    assert store.stats.removed == 0, "an abrupt close evicted the session"
+                    if version is V12:  # (a TLS 1.3 client's session id is not the server's)
+                        with SessionCache(f"127.0.0.1:{cache_port}") as cache:
+                            assert cache.have(store.key(first.id)), "the session is gone from the cache"
+                    _, reused = await asyncio.to_thread(_abrupt_request, port, c, first, close)
+                    assert reused, "the session did not resume after an abrupt close"
+                await asyncio.wait_for(gone.get(), 20)
+                await store.drain()
+                assert store.stats.removed == 0 and stats.handshakes_failed == 0
+                assert (stats.handshakes_full, stats.handshakes_resumed) == (1, 3)
+            finally:
+                for s in servers:
+                    s.close()
+                await store.close()
+
+        try:
+            asyncio.run(main())
+        finally:
+            a.close()
+            b.close()
+
+
+def test_protocol_range_is_enforced() -> None:
+    """A 1.3-only server refuses a 1.2-only client, a 1.2-only server a 1.3-only client (an alert,
+    never a downgrade); a client offering both gets the server's highest version, and resumes by
+    session id through the cache on a 1.2-only server (whose ClientHello callback must then look
+    up the legacy session id, not TLS 1.3 tickets)."""
+    with temp_dir() as d, hoard_server() as cache_port:
+        cert, key = make_cert(d)
+        store = SessionStore(f"127.0.0.1:{cache_port}", Sealer(b"v" * 32))
+        only13 = TLSContext(cert, key, min_version="1.3")
+        only12 = TLSContext(cert, key, max_version="1.2", session_store=store)
+        stats = TLSStats()
+
+        async def main() -> None:
+            servers = [await start_stream_server(_echo, c, "127.0.0.1:0", stats=stats) for c in (only13, only12)]
+            p13, p12 = (s.sockets[0].getsockname()[1] for s in servers)
+            try:
+                with pytest.raises(ssl.SSLError, match="(?i)version|protocol"):
+                    await asyncio.to_thread(py_request, p13, client_context(V12))
+                with pytest.raises(ssl.SSLError, match="(?i)version|protocol"):
+                    await asyncio.to_thread(py_request, p12, client_context(V13))
+                assert stats.handshakes_failed == 2
+                assert (await asyncio.to_thread(py_request, p13, client_context(V13))).version == "TLSv1.3"
+                both = client_context(V12)
+                both.maximum_version = V13
+                first = await asyncio.to_thread(py_request, p12, both)
+                assert first.version == "TLSv1.2" and not first.reused
+                await store.drain()
+                again = await asyncio.to_thread(py_request, p12, both, first.session)
+                assert again.version == "TLSv1.2" and again.reused and store.stats.hits == 1
+                assert (await asyncio.to_thread(py_request, p13, both)).version == "TLSv1.3"
+                assert stats.handshakes_failed == 2
+            finally:
+                for s in servers:
+                    s.close()
+                await store.close()
+
+        try:
+            asyncio.run(main())
+        finally:
+            only13.close()
+            only12.close()
 
 
 def test_plain_protocol_api_and_close_notify() -> None:
@@ -220,6 +289,26 @@ def _peer_cn(port: int, name: str) -> str:
         return str(cn[0].value)
 
 
+def _abrupt_request(port: int, ctx: ssl.SSLContext, session: ssl.SSLSession | None,
+                    close: str) -> tuple[ssl.SSLSession | None, bool]:
+    """One request, then the socket closed without close_notify: FIN, or RST (SO_LINGER 0)."""
+    raw = socket.create_connection(("127.0.0.1", port), timeout=20)
+    s = ctx.wrap_socket(raw, server_hostname="localhost", session=session)
+    try:
+        s.sendall(b"version\r\n")
+        reply = b""
+        while not reply.endswith(b"\n"):
+            chunk = s.recv(4096)
+            assert chunk, "the server closed first"
+            reply += chunk
+        assert reply.endswith(b" version\r\n"), reply
+        if close == "rst":
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        return s.session, s.session_reused
+    finally:
+        s.close()  # Python's ssl never sends close_notify on close()
+
+
 def _garbage(port: int) -> None:
     with socket.create_connection(("127.0.0.1", port), timeout=20) as s:
         s.sendall(b"GET / HTTP/1.0\r\n\r\n" * 10)
@@ -282,6 +371,7 @@ def test_cli_checks_its_arguments() -> None:
         base = ["tls", "-l", "127.0.0.1:0", "--cert", cert, "--key", key, "--backend", "127.0.0.1:1"]
         r = subprocess.run(hoard_argv(*base, "--cache", "127.0.0.1:1"), capture_output=True, timeout=60)
         assert r.returncode == 2 and b"--cache needs --cache-key" in r.stderr
+        assert b"hoard tls --gen-key FILE" in r.stderr and b"openssl rand -out FILE 32" in r.stderr  # what to do
         r = subprocess.run(hoard_argv("tls", "-l", "127.0.0.1:0", "--backend", "127.0.0.1:1"),
                            capture_output=True, timeout=60)
         assert r.returncode == 2 and b"needs --cert" in r.stderr
@@ -289,7 +379,7 @@ def test_cli_checks_its_arguments() -> None:
         r = subprocess.run(hoard_argv(*bad), capture_output=True, timeout=60)
         assert r.returncode == 2 and b"cannot load the certificate" in r.stderr
         keyfile = Path(d) / "farm.key"
-        assert subprocess.run(hoard_argv("tls", "--genkey", str(keyfile)), timeout=60).returncode == 0
+        assert subprocess.run(hoard_argv("tls", "--gen-key", str(keyfile)), timeout=60).returncode == 0
         assert len(keyfile.read_bytes()) == 32 and keyfile.stat().st_mode & 0o777 == 0o600
         r = subprocess.run(hoard_argv("tls", "--genkey", str(keyfile)), capture_output=True, timeout=60)
         assert r.returncode == 2  # never overwrites a key
@@ -337,7 +427,7 @@ def test_resumption_after_a_hello_retry_request_and_undecodable_sessions() -> No
 
 
 def _s_client_groups(port: int, sess: str, resume: bool) -> str:
-    argv = ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-tls1_3", "-groups", "X25519:P-256",
+    argv = [openssl(), "s_client", "-connect", f"127.0.0.1:{port}", "-tls1_3", "-groups", "X25519:P-256",
             "-sess_in" if resume else "-sess_out", sess, "-msg"]
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     assert proc.stdin is not None and proc.stdout is not None

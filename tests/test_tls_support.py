@@ -7,24 +7,26 @@ real ``openssl s_client`` and Python's :mod:`ssl`; every server is a real
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime
 import os
-import shutil
+import re
 import socket
 import ssl
 import subprocess
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.support import free_port, hoard_argv, hoard_server, running
+from scatterhoard.tls import TLSContext, TLSStats, start_stream_server
+from tests.support import free_port, hoard_argv, hoard_server, require_binary, running
 
 
 def make_cert(directory: str | Path, name: str = "localhost", stem: str = "server") -> tuple[str, str]:
@@ -53,10 +55,8 @@ def make_key(directory: str | Path, stem: str = "farm") -> str:
 
 
 def openssl() -> str:
-    exe = shutil.which("openssl")
-    if exe is None:
-        pytest.skip("openssl not installed")
-    return exe
+    """The ``openssl`` command: skipped without it, a failure under ``make test``/CI."""
+    return require_binary("openssl")
 
 
 @dataclass
@@ -159,6 +159,29 @@ def s_client(port: int, version: str, *, sess_out: str | None = None, sess_in: s
     return SClientResult(b"".join(lines).decode("utf-8", "replace"))
 
 
+def session_ticket(sess_pem: str) -> bytes:
+    """The ticket of a session saved by ``s_client -sess_out`` (``openssl sess_id -text``): a TLS
+    1.3 stateful ticket is the server's session id; a stateless one starts with its key name."""
+    text = subprocess.run([openssl(), "sess_id", "-in", sess_pem, "-noout", "-text"], capture_output=True,
+                          text=True, timeout=30, check=True).stdout
+    return ticket_in(text)
+
+
+def ticket_in(text: str) -> bytes:
+    """The last ``TLS session ticket:`` hex dump in an ``openssl`` session printout (an
+    ``s_client`` output prints the ticket it received last, TLS 1.3's after the handshake)."""
+    before, found, rest = text.rpartition("TLS session ticket:\n")
+    assert found, text
+    ticket = b""
+    for line in rest.splitlines():
+        m = re.match(r"\s*[0-9a-f]{4} - ((?:[0-9a-f]{2}[ -]){0,15}[0-9a-f]{2})", line)
+        if m is None:
+            break
+        ticket += bytes.fromhex(m.group(1).replace("-", " "))
+    assert ticket, text
+    return ticket
+
+
 def client_context(version: ssl.TLSVersion, alpn: Sequence[str] = ()) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
@@ -201,3 +224,35 @@ def rss_kb(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     raise RuntimeError("no VmRSS")
+
+
+# -- in-process servers (the library API) ----------------------------------------------------
+async def echo_handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Answers one line with what was negotiated, then closes (sending close_notify)."""
+    tls = writer.get_extra_info("tls")
+    line = await reader.readline()
+    info = f"{tls.version} {tls.alpn_protocol} {tls.server_name} {int(tls.session_reused)} ".encode()
+    writer.write(info + line)
+    await writer.drain()
+    writer.close()
+
+
+def serve_in_process(ctx: TLSContext, test: Callable[[int], Awaitable[None]],
+                     handler: Callable[..., Any] = echo_handler, stats: TLSStats | None = None,
+                     **kwargs: Any) -> None:
+    """Run ``test(port)`` against a stream server on ``ctx`` in this process's event loop."""
+    async def main() -> None:
+        server = await start_stream_server(handler, ctx, "127.0.0.1:0", stats=stats, **kwargs)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            await test(port)
+        finally:
+            server.close()
+            await server.wait_closed()
+            if ctx.session_store is not None:
+                await ctx.session_store.close()
+
+    try:
+        asyncio.run(main())
+    finally:
+        ctx.close()

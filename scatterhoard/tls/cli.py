@@ -20,10 +20,15 @@ so that any instance resumes a session negotiated by another.
 
 EPILOG = f"""\
 addresses: {ACCEPTED_FORMS}
---cache: a distcache address (the default protocol, `hoard server` or dc_server),
-  `distcache:ADDR`, or `memcache:HOST:PORT[,HOST:PORT...]`.
+--cache: a distcache address (the default protocol: `hoard server`, dc_server, a
+  local dc_client), `distcache:ADDR`, or a memcached protocol through our client:
+  `memcache:HOST:PORT[,HOST:PORT...]` (text; `text:` is the same), `meta:...`,
+  `binary:...` (several servers are sharded like `hoard proxy`).
+--cache-key: cached sessions hold TLS master secrets, so they are sealed
+  (AES-256-GCM) with a secret every server of the farm shares. Create it once,
+  copy it to every server: `hoard tls --gen-key FILE` (or `openssl rand -out FILE 32`).
 example farm:
-  openssl rand -out /tmp/farm.key 32
+  hoard tls --gen-key /tmp/farm.key
   hoard server -p 11211 &
   hoard tls -l 127.0.0.1:8443 --cert c.pem --key k.pem --backend 127.0.0.1:8080 \\
       --cache 127.0.0.1:11211 --cache-key /tmp/farm.key &
@@ -52,6 +57,10 @@ def add_parser(sub: Any) -> None:
                    help="secret shared by the farm that seals cached sessions (>= 16 bytes)")
     p.add_argument("--cache-timeout", type=float, default=0.5, metavar="SEC",
                    help="give up on a cache lookup after this long: full handshake (default 0.5)")
+    p.add_argument("--store-wait", type=float, default=0.05, metavar="SEC",
+                   help="hold a new session's last handshake message until its cache write is "
+                        "acknowledged, at most this long, so that the client finds it on any server "
+                        "(default 0.05; 0: never wait)")
     p.add_argument("--tickets", action="store_true",
                    help="share session-ticket keys through the cache instead of sessions")
     p.add_argument("--ticket-rotate", type=int, default=3600, metavar="SEC",
@@ -69,7 +78,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--handshake-timeout", type=float, default=30.0, metavar="SEC")
     p.add_argument("--reuseport", action="store_true",
                    help="SO_REUSEPORT: several `hoard tls` share one TCP address (the kernel balances)")
-    p.add_argument("--genkey", metavar="FILE", help="write a new random cache key to FILE and exit")
+    p.add_argument("--gen-key", "--genkey", dest="genkey", metavar="FILE",
+                   help="write a new random --cache-key file (32 bytes, mode 0600) and exit")
     p.add_argument("-v", "--verbose", action="count", default=0)
     p.set_defaults(func=run)
 
@@ -88,7 +98,10 @@ def run(args: argparse.Namespace) -> int:
     if missing:
         raise ConfigError(f"hoard tls needs {', '.join(missing)}")
     if args.cache and not args.cache_key:
-        raise ConfigError("--cache needs --cache-key: cached sessions hold master secrets and are sealed")
+        raise ConfigError("--cache needs --cache-key FILE: cached sessions hold TLS master secrets, so they "
+                          "are sealed with a secret shared by every server of the farm. Create it once with "
+                          "`hoard tls --gen-key FILE` (or `openssl rand -out FILE 32`), copy it to every "
+                          "server, and pass --cache-key FILE")
     if args.tickets and not args.cache:
         raise ConfigError("--tickets needs --cache (the key ring lives there)")
     logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2), stream=sys.stderr,
@@ -114,7 +127,7 @@ async def _main(args: argparse.Namespace) -> int:
         if args.tickets:
             tickets = TicketKeys(backend, sealer, rotate=args.ticket_rotate, lifetime=args.session_timeout)
         else:
-            store = SessionStore(backend, sealer, timeout=args.cache_timeout)
+            store = SessionStore(backend, sealer, timeout=args.cache_timeout, store_wait=args.store_wait)
     context = TLSContext(args.cert, args.key, min_version=args.min_version, max_version=args.max_version,
                          ciphers=args.ciphers, ciphersuites=args.ciphersuites,
                          alpn=[a for a in args.alpn.split(",") if a], session_store=store, tickets=tickets,

@@ -9,6 +9,7 @@ a handshake asks for (:attr:`Handshake.LOOKUP`, see :mod:`.context`).
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import threading
 
@@ -49,6 +50,8 @@ class TLSConnection:
         self.lookup_done = False
         self.sni_done = False
         self.prefetched: dict[bytes, bytes] = {}
+        #: cache writes of sessions this connection made, not yet waited for (see TLSServerProtocol)
+        self.pending_writes: list[asyncio.Task[None]] = []
         raw = ssl.SSL_new(context.ctx)
         F.check(raw != ffi.NULL, "SSL_new")
         rbio = crypto.BIO_new(crypto.BIO_s_mem())
@@ -165,6 +168,7 @@ class TLSConnection:
         ssl.SSL_free(raw)
         crypto.ERR_clear_error()
         self.prefetched.clear()
+        self.pending_writes.clear()
 
     # -- what was negotiated -----------------------------------------------------------------
     @property

@@ -191,7 +191,9 @@ def _new_session(s: CData, sess: CData) -> int:
     der = session_der(sess)
     ttl = int(ssl.SSL_SESSION_get_time(sess) + ssl.SSL_SESSION_get_timeout(sess) - time.time())
     if sid and der and ttl > 0:
-        conn.session_context.session_store.store_later(sid, der, ttl)
+        task = conn.session_context.session_store.store_later(sid, der, ttl)
+        if task is not None:
+            conn.pending_writes.append(task)  # the server holds its next flight until it is done
     return 0  # we keep no reference to ``sess``
 
 

@@ -37,13 +37,14 @@ def load_key_file(path: str | os.PathLike[str]) -> bytes:
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
-        raise ConfigError(f"cannot read the cache key file {path}: {exc.strerror or exc}") from None
+        raise ConfigError(f"cannot read the cache key file {path}: {exc.strerror or exc} (create it once with "
+                          f"`hoard tls --gen-key {path}` and copy it to every server of the farm)") from None
     text = data.strip()
     if _HEX.match(text) and len(text) % 2 == 0 and len(text) >= 2 * MIN_SECRET:
         data = bytes.fromhex(text.decode("ascii"))
     if len(data) < MIN_SECRET:
         raise ConfigError(f"the cache key file {path} holds {len(data)} bytes; at least {MIN_SECRET} "
-                          "are needed (create one with `openssl rand -out FILE 32`)")
+                          "are needed (create one with `hoard tls --gen-key FILE` or `openssl rand -out FILE 32`)")
     return data
 
 

@@ -122,6 +122,8 @@ class TLSServerProtocol(asyncio.Protocol):
         self._lookup: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._app_paused = False
+        self._held: asyncio.Task[None] | None = None  # output held until a new session is stored
+        self._close_when_released = False
 
     # -- asyncio.Protocol -----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -162,6 +164,8 @@ class TLSServerProtocol(asyncio.Protocol):
             self._timer.cancel()
         if self._lookup is not None:
             self._lookup.cancel()
+        if self._held is not None:
+            self._held.cancel()
         conn, self.conn = self.conn, None
         if conn is not None:
             conn.free(keep_session=True)
@@ -205,8 +209,12 @@ class TLSServerProtocol(asyncio.Protocol):
         found: dict[bytes, bytes] = {}
         if store is not None and conn.lookup_ids:
             ids = list(conn.lookup_ids)
-            results = await asyncio.gather(*(store.fetch(i) for i in ids))
-            found = {i: der for i, der in zip(ids, results, strict=True) if der is not None}
+            try:
+                results = await asyncio.gather(*(store.fetch(i) for i in ids))
+                found = {i: der for i, der in zip(ids, results, strict=True) if der is not None}
+            except Exception:  # a store that raises (ours never does) is a miss: resume now, full
+                log.exception("tls: the session lookup failed; full handshake")
+                found = {}
         if self.conn is not conn:
             return  # closed meanwhile
         self._lookup = None
@@ -272,15 +280,41 @@ class TLSServerProtocol(asyncio.Protocol):
         if self.conn is not None:
             self.conn.shutdown()
             self._flush()
+        if self._held is not None:
+            self._close_when_released = True  # after the held output
+            return
         self._close_transport()
 
     # -- plumbing ----------------------------------------------------------------------------
     def _flush(self) -> None:
-        if self.conn is None or self.transport is None:
+        conn = self.conn
+        if conn is None or self.transport is None:
             return
-        out = self.conn.output()
+        if conn.pending_writes:
+            self._hold(conn)
+        if self._held is not None:
+            return  # stays in the memory BIO, in order, until the session is in the cache
+        out = conn.output()
         if out and not self.transport.is_closing():
             self.transport.write(out)
+
+    def _hold(self, conn: TLSConnection) -> None:
+        """The handshake just made a session and queued its cache write: keep what OpenSSL wrote
+        after it (the server's Finished, or the TLS 1.3 ticket, and whatever follows) until the write
+        is acknowledged (at most ``store_wait``), so that the client cannot offer the session to
+        another server of the farm before it is in the cache."""
+        writes, conn.pending_writes = conn.pending_writes, []
+        store = conn.session_context.session_store
+        wait = 0.0 if store is None else store.store_wait
+        if self._held is None and wait > 0 and not all(w.done() for w in writes):
+            self._held = asyncio.get_running_loop().create_task(self._release(writes, wait))
+
+    async def _release(self, writes: list[asyncio.Task[None]], wait: float) -> None:
+        await asyncio.wait(writes, timeout=wait)
+        self._held = None
+        self._flush()
+        if self._close_when_released:
+            self._close_transport()
 
     def _fail(self, exc: Exception) -> None:
         log.debug("tls: connection error: %s (peer %s)", exc, self._peer())

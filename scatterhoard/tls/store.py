@@ -1,9 +1,12 @@
 """Where TLS sessions and ticket keys live: our cache clients behind one small interface.
 
 ``open_backend("IP:cache:9001")`` (distcache, the default),
-``open_backend("distcache:unix:/tmp/scache")`` or
-``open_backend("memcache:10.0.0.1:11211,10.0.0.2:11211")`` (the memcached
-client: several servers are sharded the way ``hoard proxy`` does).
+``open_backend("distcache:unix:/tmp/scache")``, or one of the memcached
+protocols through :class:`scatterhoard.AsyncClient`:
+``open_backend("memcache:10.0.0.1:11211,10.0.0.2:11211")`` (text; ``text:``
+is the same), ``meta:...`` or ``binary:...`` (several servers are sharded the
+way ``hoard proxy`` does).  The three memcached protocols store the same keys
+and values, so a farm may mix them.
 
 :class:`SessionStore` is what OpenSSL's session callbacks talk to: it seals
 sessions before storing them, opens (and authenticates) them after fetching,
@@ -66,12 +69,14 @@ class DistcacheBackend:
 
 
 class MemcacheBackend:
-    """The memcached protocol through :class:`scatterhoard.AsyncClient` (keys as hex text)."""
+    """A memcached protocol (``text``, ``meta`` or ``binary``) through :class:`scatterhoard.AsyncClient`
+    (keys as hex text, the same whatever the protocol)."""
 
-    def __init__(self, servers: str, timeout: float) -> None:
+    def __init__(self, servers: str, timeout: float, protocol: str = "text") -> None:
         ms = max(1, int(timeout * 1000))
+        self.protocol = protocol
         self.client = AsyncClient(servers.split(","), timeout=ms, connect_timeout=ms, serde="raw",
-                                  on_error="miss")
+                                  on_error="miss", protocol=protocol)
 
     @staticmethod
     def _key(key: bytes) -> str:
@@ -93,14 +98,21 @@ class MemcacheBackend:
         await self.client.close()
 
 
+#: ``--cache`` prefixes naming a memcached protocol of our client
+MEMCACHE_SCHEMES = {"memcache": "text", "memcached": "text", "mc": "text", "text": "text",
+                    "meta": "meta", "binary": "binary"}
+
+
 def open_backend(spec: str, timeout: float = 0.5) -> Backend:
-    """``[distcache:|dc:|memcache:|mc:]ADDRESS`` -> a backend (distcache by default)."""
+    """``[distcache:|dc:|memcache:|text:|meta:|binary:]ADDRESS`` -> a backend (distcache by default).
+
+    ``memcache:`` (or ``text:``), ``meta:`` and ``binary:`` take ``HOST:PORT[,HOST:PORT...]``."""
     scheme, sep, rest = spec.partition(":")
     scheme = scheme.lower()
-    if sep and scheme in ("memcache", "memcached", "mc"):
+    if sep and scheme in MEMCACHE_SCHEMES:
         if not rest:
             raise ConfigError(f"cache address {spec!r} has no server")
-        return MemcacheBackend(rest, timeout)
+        return MemcacheBackend(rest, timeout, MEMCACHE_SCHEMES[scheme])
     if sep and scheme in ("distcache", "dc"):
         spec = rest
     if not spec:
@@ -122,15 +134,20 @@ class SessionStore:
     """Sealed TLS sessions in a shared cache, for :class:`~scatterhoard.tls.TLSContext`.
 
     ``sealer`` carries the farm's secret; sessions are stored under
-    ``tls:s:<session id>`` for their remaining lifetime.  Writes run in the
-    background (the handshake never waits for them); :meth:`drain` waits for
-    the ones in flight.
+    ``tls:s:<session id>`` for their remaining lifetime.  ``timeout`` bounds a
+    lookup.  Writes run as tasks; the connection that made a new session holds
+    its last handshake flight (TLS 1.2: the server's Finished; TLS 1.3: the
+    ticket) until the write is acknowledged, at most ``store_wait`` seconds, so
+    that a client which reconnects at once to another server finds its session
+    there (0: never wait).  :meth:`drain` waits for the writes in flight.
     """
 
-    def __init__(self, backend: Backend | str, sealer: Sealer, *, timeout: float = 0.5) -> None:
+    def __init__(self, backend: Backend | str, sealer: Sealer, *, timeout: float = 0.5,
+                 store_wait: float = 0.05) -> None:
         self.backend: Backend = open_backend(backend, timeout) if isinstance(backend, str) else backend
         self.sealer = sealer
         self.timeout = timeout
+        self.store_wait = store_wait
         self.stats = StoreStats()
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -139,22 +156,24 @@ class SessionStore:
         return SESSION_PREFIX + session_id
 
     # -- called from OpenSSL callbacks (synchronous): schedule the I/O ------------------
-    def store_later(self, session_id: bytes, der: bytes, ttl: int) -> None:
-        self._spawn(self._store(session_id, der, ttl))
+    def store_later(self, session_id: bytes, der: bytes, ttl: int) -> asyncio.Task[None] | None:
+        """Start storing a session; the task (which never raises), None without an event loop."""
+        return self._spawn(self._store(session_id, der, ttl))
 
     def remove_later(self, session_id: bytes) -> None:
         self._spawn(self._remove(session_id))
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None] | None:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             log.debug("tls: no running event loop; cache write dropped")
             coro.close()
-            return
+            return None
         task = loop.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def _store(self, session_id: bytes, der: bytes, ttl: int) -> None:
         key = self.key(session_id)
@@ -194,6 +213,10 @@ class SessionStore:
         except SessionBlobError as exc:
             self.stats.rejected += 1
             log.warning("tls: cached session rejected: %s", exc)
+            return None
+        except Exception:  # a broken sealer: still a miss, never an exception into the handshake
+            self.stats.rejected += 1
+            log.exception("tls: opening a cached session failed")
             return None
         self.stats.hits += 1
         return der

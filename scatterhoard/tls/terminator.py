@@ -165,10 +165,12 @@ class Terminator(Service):
         return TLSServerProtocol(self.context, lambda: _Front(backend), self.stats, self.handshake_timeout)
 
     async def start(self) -> None:
-        for sock in self.sockets:
-            self.servers.append(await serve_socket(sock, self._protocol))
+        # The shared ticket key ring first: a connection accepted before it is loaded would get a
+        # ticket under a key only this process knows (clients wait in the listen backlog meanwhile).
         if self.context.tickets is not None:
             await self.context.tickets.start()
+        for sock in self.sockets:
+            self.servers.append(await serve_socket(sock, self._protocol))
         for sock in self.sockets:
             log.info("tls: listening on %s, forwarding to %s", sock.getsockname(), self.backend)
 

@@ -166,24 +166,31 @@ class TicketKeys:
         F.check(ssl.SSL_CTX_set_tlsext_ticket_key_evp_cb(context.ctx, _ticket_cb) == 1,
                 "SSL_CTX_set_tlsext_ticket_key_evp_cb")
 
-    # -- the OpenSSL callback -------------------------------------------------------------
+    # -- the OpenSSL callback ----------------------------------------------------------------
     def crypt(self, key_name: CData, iv: CData, cctx: CData, hctx: CData, enc: int) -> int:
+        """OpenSSL's ticket key callback.  It never answers -1 (a fatal handshake error): when
+        encrypting, 0 means "issue no ticket"; when decrypting, "unknown key", a full handshake."""
         _, crypto = libs()
         if enc:
             key = self.current()
             ffi.memmove(key_name, key.name, 16)
             if crypto.RAND_bytes(iv, F.EVP_MAX_IV_LENGTH) != 1:
-                return -1
+                F.error_queue()
+                return 0
             if crypto.EVP_EncryptInit_ex(cctx, crypto.EVP_aes_256_cbc(), ffi.NULL, key.aes_key, iv) != 1:
-                return -1
-            return 1 if _set_hmac(hctx, key.hmac_key) else -1
+                F.error_queue()
+                return 0
+            if not _set_hmac(hctx, key.hmac_key):
+                F.error_queue()
+                return 0
+            return 1
         found = self.by_name.get(F.to_bytes(key_name, 16))
         if found is None:
             return 0  # unknown key: full handshake, a new ticket
-        if crypto.EVP_DecryptInit_ex(cctx, crypto.EVP_aes_256_cbc(), ffi.NULL, found.aes_key, iv) != 1:
-            return -1
-        if not _set_hmac(hctx, found.hmac_key):
-            return -1
+        if crypto.EVP_DecryptInit_ex(cctx, crypto.EVP_aes_256_cbc(), ffi.NULL, found.aes_key, iv) != 1 \
+                or not _set_hmac(hctx, found.hmac_key):
+            F.error_queue()
+            return 0
         return 1 if found.epoch == self.epoch() else 2  # 2: valid, but issue a fresh ticket
 
 
@@ -208,7 +215,8 @@ def _set_hmac(hctx: CData, key: bytes) -> bool:
 
 
 def _on_error(exc_type: object, exc: object, tb: object) -> None:
-    log.error("tls: exception in the ticket key callback: %r (full handshake)", exc)
+    # the callback then answers 0: no ticket issued, or a ticket not decrypted (full handshake)
+    log.error("tls: exception in the ticket key callback: %r (no ticket, or a full handshake)", exc)
 
 
 def _ticket(s: CData, key_name: CData, iv: CData, cctx: CData, hctx: CData, enc: int) -> int:
