@@ -369,6 +369,11 @@ class TextRequestParser:
                 out.append(key if bare else _new(Get, ([key], False, None)))
                 pos = eol + 1
                 continue
+            if at(view, pos, b"set "):  # a whole plain set in this read: no split, one command object
+                after = self._whole_set(view, pos, line_end, eol, end, out)
+                if after > 0:
+                    pos = after
+                    continue
             line = view[pos:line_end]
             pos = eol + 1
             parsed = self._parse_line(line)
@@ -381,6 +386,44 @@ class TextRequestParser:
             buf += view[pos:] if pos else view
         self._need = need
         return out
+
+    def _whole_set(self, view: bytes, pos: int, line_end: int, eol: int, end: int,
+                   out: list[TextCommand | bytes]) -> int:
+        """``set <key> <flags> <exptime> <bytes>[ noreply]`` with single spaces, numbers of 1 to 9
+        digits and its data block complete in ``view``: the command appended, and where the next
+        request starts. 0 for anything else (an odd form, a block still to come, a bad block, an
+        item too large), which the general path parses as before."""
+        i = pos + 4
+        stop = line_end if line_end - i <= KEY_MAX_LENGTH + 40 else i + KEY_MAX_LENGTH + 40
+        while i < stop and view[i] != 32:
+            i += 1
+        if i == pos + 4 or i - pos - 4 > KEY_MAX_LENGTH or i >= stop:
+            return 0
+        key_end = i
+        flags, i = scan_number(view, i + 1, line_end)
+        if flags < 0 or i >= line_end or i - key_end > 10:
+            return 0
+        j = i
+        exptime, i = scan_number(view, i + 1, line_end)
+        if exptime < 0 or i >= line_end or i - j > 10:
+            return 0
+        j = i
+        length, i = scan_number(view, i + 1, line_end)
+        if length < 0 or i - j > 10:
+            return 0
+        noreply = False
+        if i < line_end:
+            if line_end - i != 8 or not at(view, i, b" noreply"):
+                return 0
+            noreply = True
+        key = view[pos + 4:key_end]
+        start = eol + 1
+        stop = start + length
+        if (stop + 2 > end or view[stop] != 13 or view[stop + 1] != 10
+                or length + len(key) + 59 > self.max_item_size):
+            return 0
+        out.append(_new(StoreCmd, (b"set", key, flags, exptime, view[start:stop], 0, noreply)))
+        return stop + 2
 
     def _check_line(self, view: bytes | bytearray, pos: int, end: int, out: list[TextCommand | bytes]) -> bool:
         """A line without its newline yet: True (and an error that closes) when it is already too long."""
