@@ -1,137 +1,156 @@
+#!/usr/bin/env python3
 """Engines side by side: get and set ops/s of ``hoard server`` over memory, sqlite and tiered.
 
-One run starts a server per engine (one at a time, on the same core when
-``taskset`` is there) and drives each with the same load: ``--conns``
-connections, ``--depth`` memcached text requests in flight on each
-(pipelined), 100-byte values over ``--keys`` keys, first a set phase, then a
-get phase (every get a hit). Rounds alternate the engines; the table shows
-medians and the ratio to the memory engine.
+One run starts a server per engine (one at a time, pinned to ``--server-cpu``
+when ``taskset`` can) and drives each with the same load from ``hoard
+bench``'s engine (:mod:`scatterhoard.bench`, pinned to ``--client-cpu``):
+``--connections`` connections, each keeping ``--depth`` memcached text
+requests in flight (a new one goes out as each reply comes back), 100-byte
+values over ``--keys`` keys; first a set phase, then the key space is
+preloaded (so every get hits) and a get phase runs. Rounds alternate the
+engines; the table shows medians and the ratio to the memory engine (median of
+the per-round ratios). Each run also records the server's CPU seconds.
 
-    .venv/bin/python benchmarks/bench_engines.py                 # ~25 s, one round
+    .venv/bin/python benchmarks/bench_engines.py                  # ~30 s, one round
     .venv/bin/python benchmarks/bench_engines.py --duration 5 --rounds 3
+    .venv/bin/python benchmarks/bench_engines.py --quick --json   # the smoke test's run
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
-import shutil
-import socket
+import json
+import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Iterator
+from collections.abc import Sequence
 from pathlib import Path
-
-from scatterhoard import ports
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-HOST = "127.0.0.1"
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import HOST, can_pin, cpu_seconds, free_port, pin_prefix, start_process  # noqa: E402
+from scatterhoard.address import Address  # noqa: E402
+from scatterhoard.bench import LoadSpec, RunConfig, preload, run_load  # noqa: E402
+from scatterhoard.bench.workload import GET, SET  # noqa: E402
+
+BASE = "memory"
+OPS = ("set", "get")
 
 
-def _free_port() -> int:
-    return ports.free_port(HOST)
+def engines(directory: str) -> dict[str, list[str]]:
+    """Engine name in the table -> its ``hoard server`` arguments (databases in ``directory``)."""
+    return {
+        BASE: [],
+        "sqlite": ["--engine", "sqlite", "--engine-opt", f"path={directory}/s.db"],
+        "sqlite --durable": ["--engine", "sqlite", "--engine-opt", f"path={directory}/d.db", "--durable"],
+        "tiered (memory+sqlite)": ["--engine", "tiered", "--engine-opt", f"path={directory}/t.db"],
+    }
 
 
-@contextlib.contextmanager
-def server(engine_args: list[str], cpu: str | None) -> Iterator[int]:
-    port = _free_port()
-    argv = [sys.executable, "-m", "scatterhoard", "server", "-l", HOST, "-p", str(port), *engine_args]
-    if cpu is not None and shutil.which("taskset"):
-        argv = ["taskset", "-c", cpu, *argv]
-    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                socket.create_connection((HOST, port), timeout=0.5).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    err = proc.stderr.read().decode() if proc.stderr else ""
-                    raise SystemExit(f"server {engine_args} did not start: {err.strip()}") from None
-                time.sleep(0.05)
-        yield port
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+def spec(args: argparse.Namespace, op: str) -> LoadSpec:
+    return LoadSpec(protocol="text", mix=((SET if op == "set" else GET, 1),), keyspace=args.keys,
+                    key_prefix="bench:", value_min=args.value_size, value_max=args.value_size)
 
 
-async def _conn_load(port: int, op: str, keys: int, depth: int, stop_at: float, conn_id: int) -> int:
-    reader, writer = await asyncio.open_connection(HOST, port)
-    value = b"x" * 100
-    done = 0
-    i = conn_id * 7919
-    reply_end = b"STORED\r\n" if op == "set" else b"END\r\n"
-    try:
-        while time.monotonic() < stop_at:
-            batch = []
-            for _ in range(depth):
-                key = b"key:%d" % (i % keys)
-                i += 1
-                batch.append(b"set %s 0 0 100\r\n%s\r\n" % (key, value) if op == "set" else b"get %s\r\n" % key)
-            writer.write(b"".join(batch))
-            seen = 0
-            while seen < depth:
-                line = await reader.readuntil(reply_end)
-                seen += line.count(reply_end)
-            done += depth
-    finally:
-        writer.close()
-    return done
+def measure(port: int, pid: int, args: argparse.Namespace, op: str) -> dict[str, Any]:
+    """One phase (``op``: set or get) against the server on ``port``."""
+    cfg = RunConfig(Address("tcp", HOST, port), spec(args, op), processes=1, connections=args.connections,
+                    depth=args.depth, duration=args.duration,
+                    cpus=(args.client_cpu,) if args.client_cpu is not None else None)
+    cpu0 = cpu_seconds(pid)
+    r = run_load(cfg)
+    server_cpu = cpu_seconds(pid) - cpu0
+    return {"op": op, "ops": r.ops, "elapsed_s": round(r.elapsed, 3), "ops_per_sec": round(r.ops_per_sec, 1),
+            "errors": r.errors, "hits": r.hits, "misses": r.misses,
+            "hit_ratio": round(r.hits / (r.hits + r.misses), 4) if op == "get" and r.hits + r.misses else None,
+            "p50_us": round(r.latency_us(50), 1), "p99_us": round(r.latency_us(99), 1),
+            "server_cpu_s": round(server_cpu, 3),
+            "ops_per_cpu_s": round(r.ops / server_cpu, 1) if server_cpu > 0 else None}
 
 
-async def _load(port: int, op: str, keys: int, conns: int, depth: int, duration: float) -> float:
-    stop_at = time.monotonic() + duration
-    t0 = time.monotonic()
-    counts = await asyncio.gather(*(_conn_load(port, op, keys, depth, stop_at, c) for c in range(conns)))
-    return sum(counts) / (time.monotonic() - t0)
+def run_engine(name: str, engine_args: list[str], rnd: int, args: argparse.Namespace) -> list[dict[str, Any]]:
+    port = free_port()
+    argv = [*pin_prefix(args.server_cpu), sys.executable, "-m", "scatterhoard", "server", "-l", HOST,
+            "-p", str(port), *engine_args]
+    with start_process(name, argv, port) as server:
+        runs = [measure(port, server.pid, args, "set")]
+        preload(Address("tcp", HOST, port), spec(args, "set"))  # every get a hit
+        runs.append(measure(port, server.pid, args, "get"))
+    return [{"engine": name, "round": rnd, **r} for r in runs]
 
 
-def main() -> int:
+def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float | None]]]:
+    """Per engine and op: the median ops/s over rounds and the median per-round ratio to memory."""
+    out: dict[str, dict[str, dict[str, float | None]]] = {}
+    base = {(r["round"], r["op"]): r["ops_per_sec"] for r in runs if r["engine"] == BASE}
+    for name in dict.fromkeys(r["engine"] for r in runs):
+        out[name] = {}
+        for op in OPS:
+            mine = [r for r in runs if r["engine"] == name and r["op"] == op]
+            ratios = [r["ops_per_sec"] / base[(r["round"], op)] for r in mine if base.get((r["round"], op))]
+            out[name][op] = {"ops_per_sec": statistics.median(r["ops_per_sec"] for r in mine),
+                             "ratio": round(statistics.median(ratios), 4) if ratios else None}
+    return out
+
+
+def table(summary: dict[str, dict[str, dict[str, float | None]]]) -> str:
+    lines = [f"{'engine':24} {'set ops/s':>12} {'vs memory':>10} {'get ops/s':>12} {'vs memory':>10}"]
+    for name, ops in summary.items():
+        cells = []
+        for op in OPS:
+            rate, ratio = ops[op]["ops_per_sec"], ops[op]["ratio"]
+            cells.append(f"{rate or 0:12,.0f} " + (f"{ratio:9.2f}x" if ratio is not None else f"{'-':>10}"))
+        lines.append(f"{name:24} " + " ".join(cells))
+    return "\n".join(lines)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--duration", type=float, default=2.0, help="seconds per phase (default 2)")
-    p.add_argument("--rounds", type=int, default=1, help="rounds over all engines (default 1)")
-    p.add_argument("--conns", type=int, default=8)
+    p.add_argument("--duration", type=float, default=None, help="seconds per phase (default 2; 1 with --quick)")
+    p.add_argument("--rounds", type=int, default=None, help="rounds over all engines (default 1)")
+    p.add_argument("--quick", action="store_true", help="a short smoke-test run (and 1000 keys)")
+    p.add_argument("--json", action="store_true", help="print the results as JSON (progress goes to stderr)")
+    p.add_argument("--connections", type=int, default=8)
     p.add_argument("--depth", type=int, default=8, help="requests in flight per connection (default 8)")
-    p.add_argument("--keys", type=int, default=10000)
-    p.add_argument("--cpu", default="0", help="core the server is pinned to (taskset), '' for none")
-    args = p.parse_args()
-    results: dict[str, dict[str, list[float]]] = {}
+    p.add_argument("--keys", type=int, default=None, help="key space (default 10000; 1000 with --quick)")
+    p.add_argument("--value-size", type=int, default=100)
+    p.add_argument("--server-cpu", type=int, default=0, help="CPU the servers are pinned to")
+    p.add_argument("--client-cpu", type=int, default=1, help="CPU the load generator is pinned to")
+    p.add_argument("--no-pin", action="store_true", help="do not pin anything to CPUs")
+    args = p.parse_args(argv)
+    args.duration = args.duration if args.duration is not None else (1.0 if args.quick else 2.0)
+    args.rounds = args.rounds if args.rounds is not None else 1
+    args.keys = args.keys if args.keys is not None else (1000 if args.quick else 10_000)
+    if args.duration <= 0 or args.rounds < 1 or args.keys < 1:
+        p.error("--duration must be positive, --rounds and --keys at least 1")
+    if args.no_pin or not can_pin(args.server_cpu, args.client_cpu):
+        args.server_cpu = args.client_cpu = None
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    progress = sys.stderr if args.json else sys.stdout
+    runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="hoard-bench-") as d:
-        engines = {
-            "memory": [],
-            "sqlite": ["--engine", "sqlite", "--engine-opt", f"path={d}/s.db"],
-            "sqlite --durable": ["--engine", "sqlite", "--engine-opt", f"path={d}/d.db", "--durable"],
-            "tiered (memory+sqlite)": ["--engine", "tiered", "--engine-opt", f"path={d}/t.db"],
-        }
-        for rnd in range(args.rounds):
-            for name, engine_args in engines.items():
-                with server(engine_args, args.cpu or None) as port:
-                    set_rate = asyncio.run(_load(port, "set", args.keys, args.conns, args.depth, args.duration))
-                    with socket.create_connection((HOST, port)) as s:  # make every key a hit
-                        s.sendall(b"".join(b"set key:%d 0 0 100 noreply\r\n%s\r\n" % (i, b"x" * 100)
-                                           for i in range(args.keys)) + b"mn\r\n")
-                        buf = b""
-                        while not buf.endswith(b"MN\r\n"):
-                            buf += s.recv(65536)
-                    get_rate = asyncio.run(_load(port, "get", args.keys, args.conns, args.depth, args.duration))
-                r = results.setdefault(name, {"set": [], "get": []})
-                r["set"].append(set_rate)
-                r["get"].append(get_rate)
-                print(f"round {rnd + 1} {name:24} set {set_rate:10,.0f}/s  get {get_rate:10,.0f}/s", flush=True)
-    base = {op: statistics.median(results["memory"][op]) for op in ("set", "get")}
-    print(f"\n{'engine':24} {'set ops/s':>12} {'vs memory':>10} {'get ops/s':>12} {'vs memory':>10}")
-    for name, r in results.items():
-        s, g = statistics.median(r["set"]), statistics.median(r["get"])
-        print(f"{name:24} {s:12,.0f} {s / base['set']:9.2f}x {g:12,.0f} {g / base['get']:9.2f}x")
+        for rnd in range(1, args.rounds + 1):
+            for name, engine_args in engines(d).items():
+                got = run_engine(name, engine_args, rnd, args)
+                runs += got
+                rates = "  ".join(f"{r['op']} {r['ops_per_sec']:10,.0f}/s" for r in got)
+                print(f"round {rnd} {name:24} {rates}", file=progress, flush=True)
+    summary = summarize(runs)
+    if args.json:
+        config = {k: v for k, v in vars(args).items() if k != "json"}
+        config.update(cpu_count=os.cpu_count(), generator="hoard bench")
+        print(json.dumps({"config": config, "runs": runs, "summary": summary}, indent=2))
+    else:
+        print()
+        print(table(summary))
     return 0
 
 

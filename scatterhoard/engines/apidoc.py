@@ -31,8 +31,8 @@ _SECTIONS: list[tuple[str, list[tuple[object, list[str] | None]]]] = [
     ]),
     ("Writing an engine from four primitives", [
         (record.RecordStore, ["load", "save", "remove", "clear", "count", "size", "accessed", "transaction",
-                              "reserve_cas", "limit_bytes"]),
-        (record.AsyncRecordStore, ["bind_loop"]),
+                              "key_transaction", "reserve_cas", "limit_bytes"]),
+        (record.AsyncRecordStore, ["bind_loop", "transaction", "key_transaction"]),
     ]),
     ("Handlers", [
         (handlers, None), (handlers.Call, ["writes", "with_"]), (handlers.Context, None),

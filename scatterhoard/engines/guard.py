@@ -15,6 +15,10 @@ RESP          ``-ERR <message>``                 ``-NOPERM <message>``
 distcache     a miss (GET) / result NOTOK        a miss (GET) / result NOTOK
 ============  =================================  ==================================
 
+RESP's WATCH needs ``cas`` too (it compares cas values): an engine without it
+answers WATCH ``-ERR``. distcache's four operations (ADD, GET, HAVE, REMOVE)
+need no capability; only other engine errors reach them.
+
 :func:`guard_session` also names each command in
 :data:`~scatterhoard.engines.handlers.current_context` so handlers see it.
 The server only guards sessions when the engine is not the plain memory
@@ -121,11 +125,17 @@ def _guard_binary(session: BinarySession) -> None:
 
 def _guard_resp(session: RespSession) -> None:
     run = session._run
+    store = session.store
+    # WATCH compares cas values: without the capability (cas 0 everywhere) it could not see a change
+    no_cas = None if "cas" in store.capabilities else (
+        f"the {type(getattr(store, 'engine', store)).__name__} engine does not support cas (WATCH)")
 
     def guarded(cmd: Any, argv: list[bytes]) -> bytes:
         base = current_context.get()
         token = current_context.set(base.__class__("resp", base.peer, cmd.name.upper()))
         try:
+            if no_cas is not None and cmd.name == "watch":
+                raise Unsupported(no_cas)
             return run(cmd, argv)
         except EngineError as exc:
             session.stats.resp_errors += 1

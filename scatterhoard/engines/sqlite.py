@@ -10,14 +10,18 @@ Options (``--engine-opt k=v``):
 ``durable`` (``--durable``)
     ``1``: every write is committed with ``synchronous=FULL`` (an fsync of
     the WAL) before it is acknowledged, so an acknowledged write survives
-    ``kill -9`` and a power loss. ``0`` (default): writes are grouped into
+    ``kill -9`` and a power loss (what reads record, the access time kept
+    for LRU and the fetched bit, is bookkeeping: it is committed with the
+    next write or within ``commit_ms``, so a read never waits for an
+    fsync). ``0`` (default): writes are grouped into
     one transaction committed every ``commit_ms``; a ``kill -9`` or crash
     loses at most the writes acknowledged during the last
     ``commit_ms`` x 1.25 (plus the commit's own duration); with
     ``synchronous=NORMAL`` a power loss may also lose commits the OS had not
     yet written. The database itself is never corrupted (SQLite's WAL).
 ``commit_ms``
-    the group-commit interval without ``durable`` (default 100).
+    the group-commit interval without ``durable`` (default 100); with it,
+    the longest a read's bookkeeping waits for a commit.
 ``max_mb``
     size cap in MB of keys + values (default 1024; 0 = none). Past it the
     least recently used items go first; "recently used" is tracked to
@@ -95,13 +99,13 @@ class _Transaction:
         try:
             e._depth -= 1
             if e._depth == 0 and e._in_txn and (
-                    e.durable or time.monotonic() - e._txn_started >= e.commit_s):
+                    (e.durable and e._dirty) or time.monotonic() - e._txn_started >= e.commit_s):
                 e._commit()
         except sqlite3.Error as error:
             exc = exc or error
         finally:
             if isinstance(exc, sqlite3.Error) and not e.db.in_transaction:
-                e._in_txn = False  # SQLite rolled the transaction back itself (disk full, I/O error)
+                e._in_txn = e._dirty = False  # SQLite rolled the transaction back itself (disk full, I/O error)
             e._lock.release()
         if isinstance(exc, sqlite3.Error):  # the client gets SERVER_ERROR, the connection goes on
             raise EngineError(f"sqlite: {exc}") from exc
@@ -120,6 +124,7 @@ class SqliteStore(RecordStore):
         self.max_bytes = max_mb * 1024 * 1024
         self._depth = 0
         self._in_txn = False
+        self._dirty = False  # the open transaction holds a write (not only a read's bookkeeping)
         self._txn_started = 0.0
         self._loaded: tuple[bytes, int, float, bool] | None = None  # key, size, atime, fetched
         self._local = threading.local()  # the last row object handed to each thread
@@ -139,10 +144,8 @@ class SqliteStore(RecordStore):
         self._cas = max(int(top), (int(row[0]) + CAS_BLOCK) if row else 0)
         self._cas_reserved = self._cas
         self._stop = threading.Event()
-        self._flusher: threading.Thread | None = None
-        if not durable:
-            self._flusher = threading.Thread(target=self._flush_loop, name="hoard-sqlite-commit", daemon=True)
-            self._flusher.start()
+        self._flusher = threading.Thread(target=self._flush_loop, name="hoard-sqlite-commit", daemon=True)
+        self._flusher.start()
 
     @classmethod
     def from_config(cls, config: EngineConfig) -> SqliteStore:
@@ -166,16 +169,18 @@ class SqliteStore(RecordStore):
     def transaction(self) -> _Transaction:
         return _Transaction(self)
 
-    def _write(self, sql: str, params: tuple[object, ...] = ()) -> sqlite3.Cursor:
+    def _write(self, sql: str, params: tuple[object, ...] = (), bookkeeping: bool = False) -> sqlite3.Cursor:
         if not self._in_txn:
             self.db.execute("BEGIN IMMEDIATE")
             self._in_txn = True
             self._txn_started = time.monotonic()
+        if not bookkeeping:
+            self._dirty = True
         return self.db.execute(sql, params)
 
     def _commit(self) -> None:
         if self._in_txn:
-            self._in_txn = False
+            self._in_txn = self._dirty = False
             self.db.execute("COMMIT")
             self.commits += 1
 
@@ -252,7 +257,7 @@ class SqliteStore(RecordStore):
         if loaded is not None and loaded[0] == key and loaded[3] and item.atime - loaded[2] < ATIME_RESOLUTION:
             return  # fetched before and its access time is recent enough: no write
         try:
-            self._write("UPDATE items SET atime = ?, bits = bits | 1 WHERE key = ?", (item.atime, key))
+            self._write("UPDATE items SET atime = ?, bits = bits | 1 WHERE key = ?", (item.atime, key), True)
         except sqlite3.Error:  # bookkeeping only: a read does not fail because it cannot be recorded
             return
         self._loaded = (key, loaded[1] if loaded is not None and loaded[0] == key else 0, item.atime, True)
@@ -318,8 +323,7 @@ class SqliteStore(RecordStore):
 
     def close(self) -> None:
         self._stop.set()
-        if self._flusher is not None:
-            self._flusher.join(5)
+        self._flusher.join(5)
         with self._lock:
             try:
                 self._commit()

@@ -20,6 +20,7 @@ from ..address import Address, parse_address
 from ..engines import guard
 from ..engines.handlers import Context, HandledStore, Handler, current_context
 from ..errors import HoardError
+from ..protocol import binary_consts as bc
 from ..service import Service, unlink_stale_socket
 from ..store import MemoryStore, Store
 from .binary import BinarySession
@@ -109,6 +110,42 @@ class _StatsMirror:
         self.shared.add_since(self.local.snapshot(), base)
 
 
+#: Text and meta commands that never reach the engine (first word of a line)
+_LOOP_WORDS = frozenset((b"version", b"verbosity", b"quit", b"mn"))
+#: Binary opcodes that never reach the engine
+_LOOP_OPCODES = frozenset((bc.OP_NOOP, bc.OP_VERSION, bc.OP_QUIT, bc.OP_QUITQ, bc.OP_VERBOSITY))
+#: A read longer than this always goes to a worker (the scan below stays cheap)
+_LOOP_SCAN_MAX = 4096
+
+
+def engine_free(session: Session, data: bytes) -> bool:
+    """True when ``data`` holds only whole commands that never reach the engine (text/meta
+    ``version``, ``verbosity``, ``quit``, ``mn``; binary NOOP, VERSION, QUIT(Q), VERBOSITY) and
+    ``session`` holds no partial input: the loop may answer it without a worker thread."""
+    if len(data) > _LOOP_SCAN_MAX:
+        return False
+    if isinstance(session, TextSession):
+        if not data.endswith(b"\n") or not session.parser.idle():
+            return False
+        for line in data[:-1].split(b"\n"):
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            if line.split(b" ", 1)[0] not in _LOOP_WORDS:
+                return False
+        return True
+    if isinstance(session, BinarySession):
+        parser = session.parser
+        if parser.buffered or parser.skipping:
+            return False
+        pos, end = 0, len(data)
+        while pos < end:
+            if end - pos < 24 or data[pos] != bc.REQUEST_MAGIC or data[pos + 1] not in _LOOP_OPCODES:
+                return False
+            pos += 24 + int.from_bytes(data[pos + 8:pos + 12], "big")
+        return pos == end
+    return False
+
+
 class EngineConnection(Connection):
     """A connection to an engine that blocks (worker threads) or answers through handlers.
 
@@ -116,8 +153,12 @@ class EngineConnection(Connection):
     reading pauses while a job runs (data already received waits in order),
     the reply is written from the loop, then reading resumes. One job per
     connection at a time keeps its replies in order; other connections run
-    in other threads meanwhile. With handlers, each read runs with the
-    connection's :class:`~scatterhoard.engines.handlers.Context` set.
+    in other threads meanwhile. A read that holds only commands that never
+    reach the engine (:func:`engine_free`: ``version``, ``mn``, binary NOOP...)
+    on a connection with no job in flight is answered on the loop at once, so
+    it never waits for a worker however slow the engine is. With handlers,
+    each read runs with the connection's
+    :class:`~scatterhoard.engines.handlers.Context` set.
     """
 
     def __init__(self, server: Server) -> None:
@@ -145,6 +186,9 @@ class EngineConnection(Connection):
         if session is None:
             session = self._start(data[0])
         if srv.blocking:
+            if not self.busy and engine_free(session, data):
+                self._answer_here(session, data)
+                return
             self.pending.append(data)
             if not self.busy:
                 self._submit()
@@ -157,6 +201,20 @@ class EngineConnection(Connection):
         self._deliver(session, out)
 
     # -- blocking engines: the session runs in a worker thread --------------------------------------
+    def _answer_here(self, session: Session, data: bytes) -> None:
+        """Run a read that never reaches the engine on the loop (no job is in flight)."""
+        mirror = self.mirror
+        assert mirror is not None
+        mirror.begin()
+        try:
+            out = self._work(data)
+        except Exception as exc:
+            mirror.commit()
+            self._failed(exc)
+            return
+        mirror.commit()
+        self._deliver(session, out)
+
     def _submit(self) -> None:
         data = b"".join(self.pending) if len(self.pending) > 1 else self.pending[0]
         self.pending.clear()
@@ -194,12 +252,21 @@ class EngineConnection(Connection):
         if exc is not None:
             self._failed(exc)
             return
-        self._deliver(self.session, future.result())
-        if self.session.closing:
+        session = self.session
+        self._deliver(session, future.result())
+        if session.closing:
             return
         if self.pending:
-            self._submit()
-        elif not self.write_paused:
+            data = b"".join(self.pending)
+            if engine_free(session, data):  # what arrived meanwhile needs no worker either
+                self.pending.clear()
+                self._answer_here(session, data)
+                if session.closing:
+                    return
+            else:
+                self._submit()
+                return
+        if not self.write_paused:
             transport.resume_reading()
 
 
