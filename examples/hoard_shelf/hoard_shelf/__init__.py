@@ -3,7 +3,8 @@
 One file per item in a directory. It declares itself ``blocking`` (file I/O:
 the server runs it in worker threads) and, to show how a missing capability
 is answered, it supports neither CAS nor append/prepend: ``cas`` gets
-``SERVER_ERROR``, binary APPEND status 0x83, RESP APPEND ``-ERR``.
+``SERVER_ERROR``, binary APPEND status 0x83, RESP APPEND ``-ERR``; ``gets``
+and the other CAS fields read 0, as memcached's do when run with ``-C``.
 """
 
 from __future__ import annotations
