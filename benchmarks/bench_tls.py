@@ -10,20 +10,29 @@ CPUs, the client threads (Python's ssl) run in this process on CPU 1.
   deployment, and ECDSA P-256), each with its own ``hoard tls`` sharing
   sessions through the cache (distcache): ``--threads`` clients open
   connections as fast as they can for ``--duration`` seconds, each doing a
-  handshake, one ``version`` request through to the backend and a close;
-  once with no session (full handshakes) and once offering a session from the
-  cache (resumed), for TLS 1.2 and TLS 1.3.  Printed: handshakes/s,
-  handshakes per terminator CPU-second (from ``/proc``) and the ratio
-  resumed/full of the latter, which is the cost the resumption saves.  The
-  client is Python's ssl on OpenSSL 3: its TLS 1.3 resumption offers only the
-  ``psk_dhe_ke`` mode (a resumption still does an X25519 exchange), the server
-  cannot choose plain ``psk_ke``.
+  handshake, one ``version`` request through to the backend and a close (so
+  each connection also costs the terminator its backend connection, which it
+  opens once the handshake has succeeded, and the forwarding of one request and
+  its answer); once with no session (full handshakes) and once offering a
+  session from the cache (resumed), for TLS 1.2 and TLS 1.3.  Printed:
+  connections/s, terminator CPU per connection and connections per terminator
+  CPU-second (user + system time of the process, from ``/proc``), and the
+  ratio full/resumed of the CPU per connection, which is what the resumption
+  saves.  The client is Python's ssl on OpenSSL 3: its TLS 1.3 resumption
+  offers only the ``psk_dhe_ke`` mode (a resumption still does an X25519
+  exchange), the server cannot choose plain ``psk_ke``.
+* the floor: the same handshakes in memory, in this process (Python's ssl
+  client over memory BIOs, our ``TLSConnection`` with OpenSSL's own session
+  cache): the thread CPU of the server side only, i.e. what OpenSSL itself
+  spends per handshake with no sockets, no event loop, no backend and no
+  cache round trip; its full/resumed ratio bounds what any terminator built
+  on it can show.
 * forwarding: ``--threads`` connections each ``get`` a 512 KB value in a
   loop through the terminator for ``--duration`` seconds; MB/s and MB per
   terminator CPU-second, ``hoard tls`` and ``stunnel4`` in turn (same
   RSA-2048 certificate, TLS 1.3).
 
-    .venv/bin/python benchmarks/bench_tls.py              # about 45 s
+    .venv/bin/python benchmarks/bench_tls.py              # about 50 s
     .venv/bin/python benchmarks/bench_tls.py --quick      # smoke run
 """
 
@@ -171,6 +180,69 @@ def bench_handshakes(term: Process, args: argparse.Namespace, key: str) -> list[
     return rows
 
 
+def floor_handshake(server_ctx: Any, client: ssl.SSLContext, session: ssl.SSLSession | None) -> tuple[float, Any]:
+    """One handshake in memory, then one record each way: (server-side thread CPU seconds, client)."""
+    from scatterhoard.tls.connection import Handshake, TLSConnection
+
+    cin, cout = ssl.MemoryBIO(), ssl.MemoryBIO()
+    c = client.wrap_bio(cin, cout, server_hostname="localhost", session=session)
+    t0 = time.thread_time()
+    conn = TLSConnection(server_ctx)
+    spent = time.thread_time() - t0
+    done = False
+    while True:
+        try:
+            c.do_handshake()
+            done = True
+        except ssl.SSLWantReadError:
+            pass
+        data = cout.read()
+        t0 = time.thread_time()
+        conn.feed(data)
+        state = Handshake.DONE if conn.handshake_done else conn.handshake()
+        out = conn.output()
+        spent += time.thread_time() - t0
+        cin.write(out)
+        if done and state is Handshake.DONE and not out:
+            break
+    c.write(b"version\r\n")
+    data = cout.read()
+    t0 = time.thread_time()
+    conn.feed(data)
+    conn.read()
+    conn.write(b"VERSION x\r\n")
+    out = conn.output()
+    spent += time.thread_time() - t0
+    cin.write(out)
+    c.read(100)
+    t0 = time.thread_time()
+    conn.free()
+    return spent + time.thread_time() - t0, c
+
+
+def bench_floor(cert: str, key: str, label: str, count: int) -> list[dict[str, Any]]:
+    from scatterhoard.tls import TLSContext
+    from scatterhoard.tls._ffi import libs
+
+    rows = []
+    with TLSContext(cert, key) as server_ctx:  # OpenSSL's own cache: no lookup, no store
+        libs()[0].SSL_CTX_set_num_tickets(server_ctx.ctx, 1)  # one TLS 1.3 ticket, as `hoard tls --cache` issues
+        for vlabel, version in (("TLS 1.2", ssl.TLSVersion.TLSv1_2), ("TLS 1.3", ssl.TLSVersion.TLSv1_3)):
+            client = client_ctx(version)
+            _, first = floor_handshake(server_ctx, client, None)
+            row: dict[str, Any] = {"key": label, "version": vlabel}
+            for kind, offered in (("full", None), ("resumed", first.session)):
+                total, unexpected = 0.0, 0
+                for _ in range(count):
+                    spent, c = floor_handshake(server_ctx, client, offered)
+                    total += spent
+                    unexpected += c.session_reused != (offered is not None)
+                row[kind] = {"cpu_ms": 1000 * total / count, "count": count, "unexpected": unexpected}
+            row["cpu_ratio"] = row["full"]["cpu_ms"] / max(row["resumed"]["cpu_ms"], 1e-9)
+            rows.append(row)
+    return rows
+
+
 def fetcher(port: int) -> Callable[[], int]:
     local = threading.local()
     ctx = client_ctx(ssl.TLSVersion.TLSv1_3)
@@ -243,9 +315,11 @@ def main(argv: list[str] | None = None) -> int:
     if client_cpu is not None:
         os.sched_setaffinity(0, {client_cpu})
     results: dict[str, Any] = {"duration": args.duration, "threads": args.threads, "pinned": cpu is not None,
-                               "openssl": ssl.OPENSSL_VERSION, "handshakes": [], "forwarding": {}}
+                               "openssl": ssl.OPENSSL_VERSION, "handshakes": [], "floor": [], "forwarding": {}}
     with tempfile.TemporaryDirectory(prefix="tls_bench-") as d:
         certs = {k: make_cert(d, k) for k in keys}
+        for k in keys:
+            results["floor"] += bench_floor(*certs[k], KEYS[k], 50 if args.quick else 300)
         farm_key = Path(d) / "farm.key"
         farm_key.write_bytes(os.urandom(32))
         cport, bport = free_port(), free_port()
@@ -274,14 +348,23 @@ def main(argv: list[str] | None = None) -> int:
 def print_report(r: dict[str, Any]) -> None:
     print(f"hoard tls, {r['threads']} client threads, {r['duration']:g} s per measurement"
           f"{', terminator pinned to CPU 0' if r['pinned'] else ''}; client: Python ssl on {r['openssl']}")
-    print("one connection = handshake + one request through to the backend + close; TLS 1.3 resumption "
-          "offers psk_dhe_ke only\n")
+    print("one connection = TLS handshake + backend connection (opened after the handshake) + one request "
+          "forwarded and answered + close;\nCPU = the terminator's user+system time; ratio = full CPU ms / "
+          "resumed CPU ms; TLS 1.3 resumption offers psk_dhe_ke only\n")
     print(f"{'key':<12} {'handshakes':<10} {'full/s':>7} {'resumed/s':>10} {'full CPU ms':>12} "
           f"{'resumed CPU ms':>15} {'full/CPU-s':>11} {'resumed/CPU-s':>14} {'ratio':>6}")
     for row in r["handshakes"]:
         f, s = row["full"], row["resumed"]
         print(f"{row['key']:<12} {row['version']:<10} {f['per_s']:>7.0f} {s['per_s']:>10.0f} {f['cpu_ms']:>12.2f} "
               f"{s['cpu_ms']:>15.2f} {f['per_cpu_s']:>11.0f} {s['per_cpu_s']:>14.0f} {row['cpu_ratio']:>5.1f}x")
+        if f["unexpected"] or s["unexpected"]:
+            print(f"  warning: {f['unexpected']} full handshakes resumed, {s['unexpected']} resumptions were full")
+    print("\nfloor: OpenSSL alone, in memory (server side of the same handshakes and one request, thread CPU; "
+          "no sockets, event loop, backend or cache)")
+    print(f"{'key':<12} {'handshakes':<10} {'full CPU ms':>12} {'resumed CPU ms':>15} {'ratio':>6}")
+    for row in r["floor"]:
+        f, s = row["full"], row["resumed"]
+        print(f"{row['key']:<12} {row['version']:<10} {f['cpu_ms']:>12.3f} {s['cpu_ms']:>15.3f} {row['cpu_ratio']:>5.1f}x")
         if f["unexpected"] or s["unexpected"]:
             print(f"  warning: {f['unexpected']} full handshakes resumed, {s['unexpected']} resumptions were full")
     fw = r["forwarding"]

@@ -22,6 +22,11 @@ def test_bench_tls_quick_json() -> None:
             assert row[kind]["count"] > 0, row
             assert row[kind]["unexpected"] == 0, row  # full ones were full, resumed ones resumed
             assert row[kind]["per_cpu_s"] > 0, row
+    assert [(row["key"], row["version"]) for row in out["floor"]] == rows  # OpenSSL alone, in memory
+    for row in out["floor"]:
+        for kind in ("full", "resumed"):
+            assert row[kind]["count"] > 0 and row[kind]["unexpected"] == 0, row
+            assert row[kind]["cpu_ms"] > 0, row
     assert out["forwarding"]["key"] == "RSA-2048"
     for name in ("hoard tls", "stunnel4"):
         assert out["forwarding"][name]["mb_s"] > 0 and out["forwarding"][name]["mb_per_cpu_s"] > 0, name

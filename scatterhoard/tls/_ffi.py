@@ -76,6 +76,7 @@ int SSL_write(SSL *ssl, const void *buf, int num);
 int SSL_shutdown(SSL *s);
 void SSL_set_shutdown(SSL *ssl, int mode);
 int SSL_get_error(const SSL *s, int ret_code);
+int SSL_has_pending(const SSL *s);
 int SSL_is_init_finished(const SSL *s);
 const char *SSL_get_version(const SSL *s);
 int SSL_session_reused(const SSL *s);

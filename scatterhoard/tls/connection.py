@@ -21,6 +21,7 @@ from .context import TLSContext, addr, connections
 __all__ = ["Handshake", "TLSConnection"]
 
 READ_CHUNK = 16384
+OUT_CHUNK = 32768
 
 
 class Handshake(enum.Enum):
@@ -30,11 +31,23 @@ class Handshake(enum.Enum):
 
 
 class _Buffers(threading.local):
+    """Scratch buffers for the calls that copy bytes out of OpenSSL, made once per thread (never
+    one per call): decrypted data, and what the write BIO holds (a whole flight fits)."""
+
     def __init__(self) -> None:
         self.read = ffi.new("char[]", READ_CHUNK)
+        self.out = ffi.new("char[]", OUT_CHUNK)
 
 
 _buffers = _Buffers()
+_mem_method: CData = None  # BIO_s_mem(), a static table in libcrypto: looked up once
+
+
+def _bio_s_mem() -> CData:
+    global _mem_method
+    if _mem_method is None:
+        _mem_method = libs()[1].BIO_s_mem()
+    return _mem_method
 
 
 class TLSConnection:
@@ -54,8 +67,9 @@ class TLSConnection:
         self.pending_writes: list[asyncio.Task[None]] = []
         raw = ssl.SSL_new(context.ctx)
         F.check(raw != ffi.NULL, "SSL_new")
-        rbio = crypto.BIO_new(crypto.BIO_s_mem())
-        wbio = crypto.BIO_new(crypto.BIO_s_mem())
+        method = _bio_s_mem()
+        rbio = crypto.BIO_new(method)
+        wbio = crypto.BIO_new(method)
         if rbio == ffi.NULL or wbio == ffi.NULL:
             ssl.SSL_free(raw)
             raise TLSError(f"BIO_new: {F.error_queue()}")
@@ -84,9 +98,9 @@ class TLSConnection:
         n = crypto.BIO_ctrl(self._wbio, F.BIO_CTRL_PENDING, 0, ffi.NULL)
         if n <= 0:
             return b""
-        buf = ffi.new("char[]", n)
+        buf = _buffers.out if n <= OUT_CHUNK else ffi.new("char[]", n)
         got = crypto.BIO_read(self._wbio, buf, n)
-        return bytes(ffi.buffer(buf, max(got, 0)))
+        return ffi.unpack(buf, got) if got > 0 else b""
 
     # -- TLS operations ----------------------------------------------------------------------
     def handshake(self) -> Handshake:
@@ -124,7 +138,10 @@ class TLSConnection:
         while True:
             n = ssl.SSL_read(self._ssl, buf, READ_CHUNK)
             if n > 0:
-                chunks.append(bytes(ffi.buffer(buf, n)))
+                chunks.append(ffi.unpack(buf, n))
+                if not ssl.SSL_has_pending(self._ssl) and crypto.BIO_ctrl(
+                        self._rbio, F.BIO_CTRL_PENDING, 0, ffi.NULL) <= 0:
+                    return b"".join(chunks), False  # all consumed: no SSL_read only to hear WANT_READ
                 continue
             err = ssl.SSL_get_error(self._ssl, n)
             if err in (F.SSL_ERROR_WANT_READ, F.SSL_ERROR_WANT_WRITE):

@@ -19,6 +19,7 @@ value on an exception, which gives a full handshake, never a failed one.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from types import TracebackType
@@ -44,8 +45,24 @@ contexts: dict[int, TLSContext] = {}
 connections: dict[int, TLSConnection] = {}
 
 
+_UINTPTR = ffi.typeof("uintptr_t")
+
+
 def addr(ptr: CData) -> int:
-    return int(ffi.cast("uintptr_t", ptr))
+    return int(ffi.cast(_UINTPTR, ptr))
+
+
+class _Scratch(threading.local):
+    """Out-parameters of the calls made in the callbacks, allocated once per thread: each is read
+    right after the call that fills it, and the callbacks do not nest."""
+
+    def __init__(self) -> None:
+        self.ptr = ffi.new("const unsigned char **")
+        self.size = ffi.new("size_t *")
+        self.uint = ffi.new("unsigned int *")
+
+
+_scratch = _Scratch()
 
 
 def parse_version(text: str) -> int:
@@ -66,7 +83,7 @@ def _onerror(name: str) -> Any:
 # -- helpers used by the callbacks ----------------------------------------------------------
 def session_id(sess: CData) -> bytes:
     ssl, _ = libs()
-    n = ffi.new("unsigned int *")
+    n = _scratch.uint
     p = ssl.SSL_SESSION_get_id(sess, n)
     return F.to_bytes(p, n[0])
 
@@ -85,8 +102,7 @@ def session_der(sess: CData) -> bytes:
 
 def _client_hello_ext(s: CData, ext_type: int) -> bytes | None:
     ssl, _ = libs()
-    out = ffi.new("const unsigned char **")
-    outlen = ffi.new("size_t *")
+    out, outlen = _scratch.ptr, _scratch.size
     if ssl.SSL_client_hello_get0_ext(s, ext_type, out, outlen) != 1:
         return None
     return F.to_bytes(out[0], outlen[0])
@@ -133,7 +149,7 @@ def ids_to_fetch(s: CData, context: TLSContext) -> list[bytes]:
         # TLS 1.3 will be negotiated: the legacy session id is random, the tickets are PSK ids.
         return [i for i in psk_identities(s)[:4] if 0 < len(i) <= F.SSL_MAX_SSL_SESSION_ID_LENGTH]
     ssl, _ = libs()
-    out = ffi.new("const unsigned char **")
+    out = _scratch.ptr
     n = ssl.SSL_client_hello_get0_session_id(s, out)
     if not 0 < n <= F.SSL_MAX_SSL_SESSION_ID_LENGTH:
         return []

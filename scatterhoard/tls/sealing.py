@@ -65,10 +65,15 @@ class Sealer:
                    info=b"scatterhoard tls cache v1").derive(secret)
         self._aead = AESGCM(key)
         self.context = context
+        self._prefixes: dict[tuple[bytes, bytes], bytes] = {}
 
     def _aad(self, kind: bytes, key: bytes) -> bytes:
-        parts = (b"hoard-tls", kind, self.context, key)
-        return b"".join(len(p).to_bytes(2, "big") + p for p in parts)
+        """``len|"hoard-tls"|len|kind|len|context|len|key`` (the fixed part made once per kind)."""
+        prefix = self._prefixes.get((kind, self.context))
+        if prefix is None:
+            parts = (b"hoard-tls", kind, self.context)
+            prefix = self._prefixes[kind, self.context] = b"".join(len(p).to_bytes(2, "big") + p for p in parts)
+        return prefix + len(key).to_bytes(2, "big") + key
 
     def seal(self, kind: bytes, key: bytes, plaintext: bytes) -> bytes:
         nonce = os.urandom(NONCE_LEN)

@@ -19,6 +19,7 @@ completed; ``transport.get_extra_info("tls")`` is the :class:`TLSConnection`
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import socket
 from collections.abc import Awaitable, Callable
@@ -119,10 +120,12 @@ class TLSServerProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.conn: TLSConnection | None = None
         self._app_transport = TLSTransport(self)
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._lookup: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._app_paused = False
-        self._held: asyncio.Task[None] | None = None  # output held until a new session is stored
+        self._held: asyncio.TimerHandle | None = None  # output held until a new session is stored
+        self._held_writes = 0  # cache writes the held output still waits for
         self._close_when_released = False
 
     # -- asyncio.Protocol -----------------------------------------------------------------
@@ -135,7 +138,7 @@ class TLSServerProtocol(asyncio.Protocol):
             log.error("tls: cannot start a connection: %s", exc)
             self.transport.abort()
             return
-        loop = asyncio.get_running_loop()
+        self._loop = loop = asyncio.get_running_loop()
         self._timer = loop.call_later(self.handshake_timeout, self._handshake_timed_out)
 
     def data_received(self, data: bytes) -> None:
@@ -166,6 +169,7 @@ class TLSServerProtocol(asyncio.Protocol):
             self._lookup.cancel()
         if self._held is not None:
             self._held.cancel()
+            self._held = None
         conn, self.conn = self.conn, None
         if conn is not None:
             conn.free(keep_session=True)
@@ -194,23 +198,29 @@ class TLSServerProtocol(asyncio.Protocol):
         except TLSHandshakeError as exc:
             self.stats.handshakes_failed += 1
             self._flush()  # the alert
-            log.debug("tls: %s (peer %s)", exc, self._peer())
+            if log.isEnabledFor(logging.DEBUG):  # getpeername only when it is printed
+                log.debug("tls: %s (peer %s)", exc, self._peer())
             self._close_transport()
             return
         self._flush()
         if state is Handshake.LOOKUP:
             self.stats.lookups += 1
-            self._lookup = asyncio.get_running_loop().create_task(self._fetch(conn))
+            assert self._loop is not None
+            self._lookup = self._loop.create_task(self._fetch(conn))
         elif state is Handshake.DONE:
             self._handshake_complete(conn)
 
     async def _fetch(self, conn: TLSConnection) -> None:
         store = conn.session_context.session_store
         found: dict[bytes, bytes] = {}
-        if store is not None and conn.lookup_ids:
-            ids = list(conn.lookup_ids)
+        ids = list(conn.lookup_ids)
+        if store is not None and ids:
             try:
-                results = await asyncio.gather(*(store.fetch(i) for i in ids))
+                if len(ids) == 1:  # the usual case: one session id, or one TLS 1.3 ticket
+                    der = await store.fetch(ids[0])
+                    results = [der]
+                else:
+                    results = await asyncio.gather(*(store.fetch(i) for i in ids))
                 found = {i: der for i, der in zip(ids, results, strict=True) if der is not None}
             except Exception:  # a store that raises (ours never does) is a miss: resume now, full
                 log.exception("tls: the session lookup failed; full handshake")
@@ -243,7 +253,8 @@ class TLSServerProtocol(asyncio.Protocol):
         self._timer = None
         if self.conn is not None and not self.conn.handshake_done:
             self.stats.handshakes_failed += 1
-            log.debug("tls: handshake timed out (peer %s)", self._peer())
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("tls: handshake timed out (peer %s)", self._peer())
             self._close_transport(abort=True)
 
     # -- application data -----------------------------------------------------------------
@@ -306,18 +317,35 @@ class TLSServerProtocol(asyncio.Protocol):
         writes, conn.pending_writes = conn.pending_writes, []
         store = conn.session_context.session_store
         wait = 0.0 if store is None else store.store_wait
-        if self._held is None and wait > 0 and not all(w.done() for w in writes):
-            self._held = asyncio.get_running_loop().create_task(self._release(writes, wait))
+        if self._held is not None or wait <= 0 or self._loop is None:
+            return
+        pending = [w for w in writes if not w.done()]
+        if pending:  # callbacks and one timer: no task of its own per new session
+            self._held = held = self._loop.call_later(wait, self._release)
+            self._held_writes = len(pending)
+            stored = functools.partial(self._stored, held)
+            for w in pending:
+                w.add_done_callback(stored)
 
-    async def _release(self, writes: list[asyncio.Task[None]], wait: float) -> None:
-        await asyncio.wait(writes, timeout=wait)
-        self._held = None
+    def _stored(self, held: asyncio.TimerHandle, _write: asyncio.Task[None]) -> None:
+        if self._held is held:  # not a write of an earlier hold that ended with store_wait
+            self._held_writes -= 1
+            if self._held_writes <= 0:
+                self._release()
+
+    def _release(self) -> None:
+        """The session is in the cache, or ``store_wait`` is over: send what was held."""
+        held, self._held = self._held, None
+        if held is None:
+            return  # the connection was lost meanwhile
+        held.cancel()
         self._flush()
         if self._close_when_released:
             self._close_transport()
 
     def _fail(self, exc: Exception) -> None:
-        log.debug("tls: connection error: %s (peer %s)", exc, self._peer())
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("tls: connection error: %s (peer %s)", exc, self._peer())
         self._flush()
         self._close_transport(abort=True)
 

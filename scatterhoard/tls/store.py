@@ -53,6 +53,7 @@ class DistcacheBackend:
     """The distcache protocol (``hoard server``, ``dc_server``, a local ``dc_client``)."""
 
     def __init__(self, address: str, timeout: float) -> None:
+        self.timeout = timeout  # every call gives up after this long (the client's own limit)
         self.client = AsyncSessionCache(address, timeout=timeout)
 
     async def get(self, key: bytes) -> bytes | None:
@@ -74,6 +75,7 @@ class MemcacheBackend:
 
     def __init__(self, servers: str, timeout: float, protocol: str = "text") -> None:
         ms = max(1, int(timeout * 1000))
+        self.timeout = ms / 1000  # every call gives up after this long (the client's own limit)
         self.protocol = protocol
         self.client = AsyncClient(servers.split(","), timeout=ms, connect_timeout=ms, serde="raw",
                                   on_error="miss", protocol=protocol)
@@ -150,6 +152,10 @@ class SessionStore:
         self.store_wait = store_wait
         self.stats = StoreStats()
         self._tasks: set[asyncio.Task[None]] = set()
+        # Our cache clients bound every call themselves: a second timer per lookup is only needed
+        # around a backend we do not know (or one whose own limit is longer than ``timeout``).
+        self._own_limit = (self.backend.timeout if isinstance(self.backend, (DistcacheBackend, MemcacheBackend))
+                           else None)
 
     @staticmethod
     def key(session_id: bytes) -> bytes:
@@ -200,8 +206,11 @@ class SessionStore:
         """The DER session for ``session_id``, or None (miss, outage, forged/foreign blob)."""
         key = self.key(session_id)
         try:
-            async with asyncio.timeout(self.timeout):
+            if self._own_limit is not None and self._own_limit <= self.timeout:
                 blob = await self.backend.get(key)
+            else:
+                async with asyncio.timeout(self.timeout):
+                    blob = await self.backend.get(key)
         except Exception as exc:  # TimeoutError included
             log.debug("tls: session lookup failed: %r", exc)
             blob = None

@@ -1,6 +1,7 @@
 """``hoard tls``: a TLS terminator (stunnel-like) that shares sessions through the cache.
 
-Each accepted TLS connection gets one plaintext connection to the backend;
+Each accepted TLS connection gets one plaintext connection to the backend, opened once its
+handshake has succeeded;
 bytes flow both ways with back-pressure (a slow side pauses reading on the
 other).  The client's close_notify becomes a half-close towards the backend;
 the backend closing becomes our close_notify.
@@ -9,6 +10,7 @@ the backend closing becomes our close_notify.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import socket
 from collections.abc import Sequence
@@ -50,6 +52,8 @@ def reuseport_socket(addr: Address, backlog: int) -> socket.socket:
 class _Backend(asyncio.Protocol):
     """The plaintext side of one forwarded connection."""
 
+    __slots__ = ("front", "transport")
+
     def __init__(self, front: _Front) -> None:
         self.front = front
         self.transport: asyncio.Transport | None = None
@@ -81,28 +85,51 @@ class _Backend(asyncio.Protocol):
 
 
 class _Front(asyncio.Protocol):
-    """The decrypted side: the application protocol on top of the TLS transport."""
+    """The decrypted side: the application protocol on top of the TLS transport.
 
-    def __init__(self, backend: Address) -> None:
+    It exists only once the handshake has succeeded, so an unauthenticated peer (a port scan, a
+    failed or timed-out handshake) never causes a backend connection, as with stunnel."""
+
+    __slots__ = ("backend_address", "loop", "transport", "backend", "pending", "eof", "task")
+
+    def __init__(self, backend: Address, loop: asyncio.AbstractEventLoop) -> None:
         self.backend_address = backend
+        self.loop = loop
         self.transport: asyncio.Transport | None = None
         self.backend: _Backend | None = None
         self.pending: list[bytes] = []
         self.eof = False
-        self.task: asyncio.Task[None] | None = None
+        self.task: asyncio.Task[tuple[asyncio.Transport, _Backend]] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
-        self.task = asyncio.get_running_loop().create_task(self._connect())
+        addr = self.backend_address
+        if addr.kind == "tcp":
+            # The event loop's own connection (no wrapper coroutine, no extra system calls): asyncio
+            # and uvloop set TCP_NODELAY on TCP transports themselves; a numeric host skips the resolver.
+            coro = self.loop.create_connection(self._make_backend, addr.host, addr.port)
+        else:
+            coro = connect_async(self._make_backend, addr)
+        self.task = task = self.loop.create_task(coro)
+        task.add_done_callback(self._connected)
 
-    async def _connect(self) -> None:
-        try:
-            _, backend = await connect_async(lambda: _Backend(self), self.backend_address)
-        except OSError as exc:
-            log.warning("tls: cannot connect to the backend %s: %s", self.backend_address, exc.strerror or exc)
+    def _make_backend(self) -> _Backend:
+        return _Backend(self)
+
+    def _connected(self, task: asyncio.Task[tuple[asyncio.Transport, _Backend]]) -> None:
+        self.task = None
+        if task.cancelled():
+            return  # the client left first (connection_lost)
+        exc = task.exception()
+        if exc is not None:
+            if isinstance(exc, OSError):
+                log.warning("tls: cannot connect to the backend %s: %s", self.backend_address, exc.strerror or exc)
+            else:
+                log.error("tls: cannot connect to the backend %s: %r", self.backend_address, exc)
             if self.transport is not None:
                 self.transport.close()
             return
+        _, backend = task.result()
         if self.transport is None:  # the client left meanwhile
             if backend.transport is not None:
                 backend.transport.close()
@@ -134,8 +161,9 @@ class _Front(asyncio.Protocol):
         self.transport = None
         if self.task is not None and not self.task.done():
             self.task.cancel()
-        if self.backend is not None and self.backend.transport is not None:
-            self.backend.transport.close()
+        backend, self.backend = self.backend, None  # no reference cycle left for the collector
+        if backend is not None and backend.transport is not None:
+            backend.transport.close()
 
     def pause_writing(self) -> None:
         if self.backend is not None and self.backend.transport is not None:
@@ -160,17 +188,16 @@ class Terminator(Service):
                         for a in listen]
         self.servers: list[asyncio.AbstractServer] = []
 
-    def _protocol(self) -> TLSServerProtocol:
-        backend = self.backend
-        return TLSServerProtocol(self.context, lambda: _Front(backend), self.stats, self.handshake_timeout)
-
     async def start(self) -> None:
         # The shared ticket key ring first: a connection accepted before it is loaded would get a
         # ticket under a key only this process knows (clients wait in the listen backlog meanwhile).
         if self.context.tickets is not None:
             await self.context.tickets.start()
+        # one factory for every connection (no closure made per accepted connection)
+        front = functools.partial(_Front, self.backend, asyncio.get_running_loop())
+        protocol = functools.partial(TLSServerProtocol, self.context, front, self.stats, self.handshake_timeout)
         for sock in self.sockets:
-            self.servers.append(await serve_socket(sock, self._protocol))
+            self.servers.append(await serve_socket(sock, protocol))
         for sock in self.sockets:
             log.info("tls: listening on %s, forwarding to %s", sock.getsockname(), self.backend)
 
