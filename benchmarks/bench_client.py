@@ -96,9 +96,11 @@ class Runner:
         self.hits = hits
 
 
-def ours_sync(protocol: str, port: int, args: argparse.Namespace) -> Runner:
-    c = Client(f"{HOST}:{port}", protocol=protocol, on_error="raise")
-    return Runner(f"scatterhoard Client ({protocol})", False, c.set, c.get, c.get_many, c.close, len)
+def ours_sync(protocol: str, port: int, args: argparse.Namespace, spin_us: int | None = None) -> Runner:
+    options = {} if spin_us is None else {"spin_us": spin_us}
+    c = Client(f"{HOST}:{port}", protocol=protocol, on_error="raise", **options)
+    label = protocol if spin_us is None else f"{protocol}, spin_us={spin_us}"
+    return Runner(f"scatterhoard Client ({label})", False, c.set, c.get, c.get_many, c.close, len)
 
 
 def pymemcache_sync(port: int, args: argparse.Namespace) -> Runner:
@@ -129,6 +131,7 @@ def aiomcache_async(port: int, args: argparse.Namespace) -> Runner:
 def runners(port: int, args: argparse.Namespace) -> tuple[list[Runner], list[str]]:
     notes: list[str] = []
     out = [ours_sync(protocol, port, args) for protocol in PROTOCOLS]
+    out.append(ours_sync("text", port, args, spin_us=0))  # without polling: sleeps in recv as pymemcache does
     try:
         out.append(pymemcache_sync(port, args))
     except ImportError:
@@ -144,7 +147,9 @@ def runners(port: int, args: argparse.Namespace) -> tuple[list[Runner], list[str
 # -- the measured blocks ---------------------------------------------------------------------------
 
 
-def sync_block(r: Runner, phase: str, items: list[Any], value: bytes) -> float:
+def sync_block(r: Runner, phase: str, items: list[Any], value: bytes) -> tuple[float, float]:
+    """(wall seconds, this thread's CPU seconds)."""
+    c0 = time.thread_time()
     t0 = time.perf_counter()
     if phase == "set":
         for key in items:
@@ -155,7 +160,7 @@ def sync_block(r: Runner, phase: str, items: list[Any], value: bytes) -> float:
     else:
         for batch in items:
             r.get_many(batch)
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.thread_time() - c0
 
 
 async def async_block(r: Runner, phase: str, items: list[Any], value: bytes, concurrency: int) -> float:
@@ -186,6 +191,7 @@ def measure(port: int, args: argparse.Namespace,
     batches = [keys[(i * MANY) % (len(keys) - MANY):][:MANY] for i in range(args.many)]
     all_runners, notes = runners(port, args)
     seconds: dict[str, dict[str, float]] = {r.name: {} for r in all_runners}
+    cpu: dict[str, dict[str, float]] = {r.name: {} for r in all_runners if not r.is_async}
     counts = {"set": len(keys), "get": len(keys), "get_many": len(batches), "get_concurrent": len(keys)}
     try:
         for phase in ("set", "get", "get_many", "get_concurrent"):
@@ -199,7 +205,8 @@ def measure(port: int, args: argparse.Namespace,
                     if r.is_async:
                         dt = loop.run_until_complete(async_block(r, phase, part, value, args.concurrency))
                     else:
-                        dt = sync_block(r, phase, part, value)
+                        dt, used = sync_block(r, phase, part, value)
+                        cpu[r.name][phase] = cpu[r.name].get(phase, 0.0) + used
                     seconds[r.name][phase] = seconds[r.name].get(phase, 0.0) + dt
         for r in all_runners:  # everything was a hit
             got = loop.run_until_complete(r.get_many(batches[0])) if r.is_async else r.get_many(batches[0])
@@ -210,6 +217,8 @@ def measure(port: int, args: argparse.Namespace,
             if asyncio.iscoroutine(closing):
                 loop.run_until_complete(closing)
     rates = {name: {phase: counts[phase] / dt for phase, dt in phases.items()} for name, phases in seconds.items()}
+    for name, phases in cpu.items():  # client CPU per call, us (sync clients: the calling thread)
+        rates[name].update({f"cpu_us_{phase}": 1e6 * used / counts[phase] for phase, used in phases.items()})
     return rates, notes
 
 
@@ -238,7 +247,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 COLUMNS = (("set", "set ops/s"), ("get", "get ops/s"), ("get_many", "get_many(100)/s"),
            ("get_concurrent", "get xN ops/s"))
-PAIRS = tuple((f"scatterhoard Client ({p})", "pymemcache Client") for p in PROTOCOLS) + tuple(
+PAIRS = tuple((f"scatterhoard Client ({p})", "pymemcache Client") for p in PROTOCOLS) + (
+    ("scatterhoard Client (text, spin_us=0)", "pymemcache Client"),) + tuple(
     (f"scatterhoard AsyncClient ({p})", "aiomcache Client") for p in PROTOCOLS)
 
 
@@ -259,6 +269,12 @@ def table(medians: dict[str, Result], concurrency: int) -> str:
                     cells.append(" " * 15 + "-")
             label = f"{ours.replace('scatterhoard ', '')} / {theirs.split()[0]}"
             lines.append(label.ljust(34) + "".join(cells))
+    lines += ["", "client CPU per call, us (the calling thread; sync clients)".ljust(34)]
+    for name, result in medians.items():
+        if "cpu_us_get" in result:
+            cells = [f"{result[f'cpu_us_{col}']:16,.1f}" if f"cpu_us_{col}" in result else " " * 15 + "-"
+                     for col, _ in COLUMNS]
+            lines.append(name.ljust(34) + "".join(cells))
     return "\n".join(lines)
 
 
