@@ -30,6 +30,7 @@ COMPILED = (
     "scatterhoard.protocol.text",
     "scatterhoard.server.text",
     "scatterhoard.server.meta",
+    "scatterhoard.server.binary_fast",
     "scatterhoard.store.memory",
     "scatterhoard.store.item",
     "scatterhoard.server.stats",

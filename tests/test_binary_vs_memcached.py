@@ -257,6 +257,14 @@ CASES: dict[str, list[Step]] = {
         s(*(get(OP_GETKQ, b"m%d" % i, i) for i in range(100))),
         s(*(get(OP_GETQ if i % 3 else OP_GETK, b"m%d" % i, i) for i in range(100))),
     ],
+    "gets_around_other_commands": [  # a run of gets, then anything else, in one write (the fast path stops)
+        s(store(OP_SETQ, b"g1", b"one", flags=3), simple(OP_NOOP, 1), get(OP_GETKQ, b"g1", 2),
+          get(OP_GET, b"g0", 3), store(OP_SET, b"g2", b"two", opaque=4), get(OP_GETKQ, b"g2", 5),
+          simple(OP_NOOP, 6)),
+        s(get(OP_GETKQ, b"g1", 7), get(OP_GETK, b"g0", 8), simple(OP_NOOP, 9), delete(OP_DELETEQ, b"g1"),
+          get(OP_GETQ, b"g1", 10), get(OP_GETK, b"g2", 11), simple(OP_VERSION, 12)),
+        s(get(OP_GETKQ, b"g2", 13), get(OP_GETKQ, K250 + b"x", 14)),  # a key too long after a hit
+    ],
     "get_key_lengths": [
         s(store(OP_SET, K250, b"v", opaque=1), get(OP_GETK, K250, 2), get(OP_GET, b"\x00\xff k\r\n", 3)),
         s(store(OP_SET, b"\x00\xff k\r\n", b"bin\x00ary", flags=1), get(OP_GETK, b"\x00\xff k\r\n")),

@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..protocol import binary as b
-from ..store import Mode, Status, Store, absolute_exptime
+from ..store import MemoryStore, Mode, Status, Store, absolute_exptime
 from ..store.base import ITEM_HEADER_SIZE, flush_delay
+from .binary_fast import quick_gets
 from .stats import VERSION, ServerStats, Settings, stats_group
 
 _STORE_MODES = {b.OP_SET: Mode.SET, b.OP_ADD: Mode.ADD, b.OP_REPLACE: Mode.REPLACE,
@@ -34,6 +35,8 @@ class BinarySession:
         self.stats = stats
         self.settings = settings
         self.parser = b.BinaryParser(store.max_item_size + 512, magic=b.REQUEST_MAGIC)
+        #: the memory engine itself: runs of plain gets are answered by :func:`quick_gets`
+        self.memory: MemoryStore | None = store if type(store) is MemoryStore else None
         self.closing = False
         self._dispatch: dict[int, Callable[[b.BinRequest, list[bytes]], None]] = {
             b.OP_GET: self._get, b.OP_GETK: self._get, b.OP_GAT: self._get, b.OP_GATK: self._get,
@@ -47,8 +50,15 @@ class BinarySession:
 
     def feed(self, data: bytes) -> bytes:
         out: list[bytes] = []
+        parser = self.parser
+        if self.memory is not None and not parser.buffered and not parser.skipping:
+            done = quick_gets(data, self.memory, self.stats, out)  # the leading run of plain gets
+            if done:
+                if done == len(data):
+                    return b"".join(out)
+                data = data[done:]
         try:
-            items = self.parser.feed(data)
+            items = parser.feed(data)
         except b.BinaryFramingError as exc:
             self._run(exc.packets, out)
             if exc.status is not None and not self.closing:
