@@ -387,6 +387,11 @@ class TextRequestParser:
         self._need = need
         return out
 
+    def _too_large(self, key: bytes, length: int) -> bool:
+        """A data block of ``length`` bytes under ``key`` cannot be an item: memcached's size rule,
+        the key and the value plus its item header (~59 bytes) against ``max_item_size``."""
+        return length + len(key) + 59 > self.max_item_size
+
     def _whole_set(self, view: bytes, pos: int, line_end: int, eol: int, end: int,
                    out: list[TextCommand | bytes]) -> int:
         """``set <key> <flags> <exptime> <bytes>[ noreply]`` with single spaces, numbers of 1 to 9
@@ -420,7 +425,7 @@ class TextRequestParser:
         start = eol + 1
         stop = start + length
         if (stop + 2 > end or view[stop] != 13 or view[stop + 1] != 10
-                or length + len(key) + 59 > self.max_item_size):
+                or self._too_large(key, length)):
             return 0
         out.append(_new(StoreCmd, (b"set", key, flags, exptime, view[start:stop], 0, noreply)))
         return stop + 2
@@ -540,7 +545,7 @@ class TextRequestParser:
                 return ErrorReply(BAD_FORMAT)
             cas = c
         noreply = parts[-1] == b"noreply" and n == (7 if is_cas else 6)
-        if length + len(key) + 59 > self.max_item_size:
+        if self._too_large(key, length):
             self._swallow = length + 2
             return TooLarge(name, key, noreply)
         self._pending = (_new(StoreCmd, (name, key, flags, exptime, b"", cas, noreply)), length)
@@ -579,7 +584,7 @@ class TextRequestParser:
             return ErrorReply(BAD_FORMAT)  # memcached does not swallow the data block here
         cmd = Meta(name, key, raw_key, flags, None)
         if length >= 0:
-            if length + len(key) + 59 > self.max_item_size:
+            if self._too_large(key, length):
                 self._swallow = length + 2
                 return ErrorReply(b"SERVER_ERROR object too large for cache")
             self._pending = (cmd, length)

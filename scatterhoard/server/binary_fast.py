@@ -22,8 +22,7 @@ from ..protocol.binary_consts import OP_GET, OP_GETK, OP_GETKQ, OP_GETQ, OP_NOOP
 from ..store.memory import MemoryStore
 from .stats import ServerStats
 
-_HIT: Final = struct.Struct(">BBHBBHIIQI")  # the response header and the flags extras of a hit
-_NOOP_REPLY: Final = struct.Struct(">BBHBBHIIQ")
+_HIT: Final = struct.Struct(b.HEADER.format + "I")  # the response header and the flags extras of a hit
 _clock: Final = time.time
 _MAX_KEY: Final = 250
 
@@ -44,7 +43,7 @@ def quick_gets(data: bytes, memory: MemoryStore, stats: ServerStats, out: list[b
         if op == OP_NOOP:
             if kl != 0 or bl != 0:
                 break
-            out.append(_NOOP_REPLY.pack(0x81, OP_NOOP, 0, 0, 0, 0, 0, opaque, 0))
+            out.append(b.HEADER.pack(0x81, OP_NOOP, 0, 0, 0, 0, 0, opaque, 0))
             pos += 24
             continue
         if (op != OP_GETKQ and op != OP_GETQ and op != OP_GET and op != OP_GETK) or bl != kl \
