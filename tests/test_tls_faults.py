@@ -41,6 +41,15 @@ def _served(reply: bytes) -> bool:
     return reply.endswith(b" version\r\n")
 
 
+async def resumable(port: int, c: ssl.SSLContext, store: SessionStore) -> Any:
+    """A first request, its session in the cache, and the control: that session resumes
+    (before the test breaks something). The first request's result."""
+    first = await asyncio.to_thread(py_request, port, c)
+    await store.drain()
+    assert (await asyncio.to_thread(py_request, port, c, first.session)).reused  # the control
+    return first
+
+
 @VERSIONS
 def test_new_session_callback_raising(version: ssl.TLSVersion, caplog: pytest.LogCaptureFixture) -> None:
     class Store(SessionStore):
@@ -88,9 +97,7 @@ def test_get_session_callback_raising(version: ssl.TLSVersion, caplog: pytest.Lo
 
         async def test(port: int) -> None:
             c = client_context(version)
-            first = await asyncio.to_thread(py_request, port, c)
-            await store.drain()
-            assert (await asyncio.to_thread(py_request, port, c, first.session)).reused  # the control
+            first = await resumable(port, c, store)
             store.broken = True
             res = await asyncio.to_thread(py_request, port, c, first.session)
             assert _served(res.reply) and not res.reused
@@ -118,9 +125,7 @@ def test_client_hello_callback_raising(version: ssl.TLSVersion, caplog: pytest.L
 
         async def test(port: int) -> None:
             c = client_context(version)
-            first = await asyncio.to_thread(py_request, port, c)
-            await store.drain()
-            assert (await asyncio.to_thread(py_request, port, c, first.session)).reused  # the control
+            first = await resumable(port, c, store)
             ctx.sni = ExplodingSNI({"other.test": other})  # the ClientHello callback now raises
             res = await asyncio.to_thread(py_request, port, c, first.session)
             assert _served(res.reply) and not res.reused
