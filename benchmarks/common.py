@@ -229,7 +229,7 @@ def run_memaslap(exe: str, port: int, args: argparse.Namespace, cfg_path: str,
                  binary: bool = False) -> dict[str, Any]:
     secs = max(1, int(round(args.duration)))
     argv = [*pin_prefix(args.client_cpu), exe, "-s", f"{HOST}:{port}", "-c", str(args.memaslap_conns),
-            "-T", "1", "-t", f"{secs}s", "-S", f"{secs}s", "-F", cfg_path, "-w", "1k",
+            "-T", str(args.memaslap_threads), "-t", f"{secs}s", "-S", f"{secs}s", "-F", cfg_path, "-w", "1k",
             "-o", str(args.memaslap_overwrite), *(["-B"] if binary else [])]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=secs + 60)
     if proc.returncode != 0 and "Run time:" not in proc.stdout:
@@ -302,6 +302,8 @@ def add_load_options(p: argparse.ArgumentParser, *, set_ratio_help: str | None =
     p.add_argument("--value-size", type=int, default=100)
     p.add_argument("--keys", type=int, default=10_000, help="key space of the pipelined load (preloaded)")
     p.add_argument("--memaslap-conns", type=int, default=50)
+    p.add_argument("--memaslap-threads", type=int, default=1,
+                   help="memcaslap threads (the connections are shared among them)")
     p.add_argument("--memaslap-overwrite", type=float, default=0.95, help=overwrite_help)
     p.add_argument("--processes", type=int, default=2, help="pipelined generator processes")
     p.add_argument("--connections", type=int, default=25,

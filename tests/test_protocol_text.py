@@ -128,3 +128,18 @@ def test_mutated_stream_split_anywhere_parses_the_same(cmds: list[bytes], edits:
         pieces += p.feed(stream[prev:cut])
         prev = cut
     assert pieces == whole
+
+
+@settings(max_examples=500)
+@given(st.lists(st.sampled_from([b"a", b"\r", b"\n", b"\r\n", b"x" * 30, b"k" * 7]), max_size=40),
+       st.integers(min_value=0, max_value=400))
+def test_line_scans_find_what_bytes_find_finds(parts: list[bytes], pos: int) -> None:
+    """find_lf/find_crlf scan SCAN bytes in place and hand the rest to bytes.find (a CRLF may
+    straddle the hand-over, or sit behind a lone LF): both agree with bytes.find from any start."""
+    view = b"".join(parts)
+    pos = min(pos, len(view))
+    assert t.find_lf(view, pos, len(view)) == view.find(b"\n", pos)
+    assert t.find_crlf(view, pos, len(view)) == view.find(b"\r\n", pos)
+    for cut in range(max(0, t.SCAN - 2), t.SCAN + 2):  # a CRLF exactly at the hand-over
+        line = b"y" * cut + b"\r\n"
+        assert t.find_crlf(line, 0, len(line)) == cut and t.find_lf(line, 0, len(line)) == cut + 1
