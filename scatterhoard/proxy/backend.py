@@ -34,18 +34,21 @@ import logging
 import os
 import socket
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, Protocol, cast
 
 from mypy_extensions import mypyc_attr
 
 from ..errors import ProtocolError
 from ..routing import ServerSpec
+from ..service import unwritable
 from . import flow
 from .stats import ServerCounters
 
 if TYPE_CHECKING:
     from .config import PoolConfig
     from .pool import Pool
+    from .session import ClientConnection
 
 log = logging.getLogger("scatterhoard.proxy")
 
@@ -165,13 +168,14 @@ class Flushable(Protocol):
 class Context:
     """Process-wide state: the loop, write coalescing, connection counts."""
 
-    __slots__ = ("loop", "conns", "sessions", "scheduled", "total_connections", "curr_connections",
+    __slots__ = ("loop", "clock", "conns", "sessions", "scheduled", "total_connections", "curr_connections",
                  "start_time", "probe_timeout", "current")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, start_time: float) -> None:
         self.loop = loop
+        self.clock: Callable[[], float] = loop.time  # bound once: a flush reads it per batch
         self.conns: list[BackendConnection] = []
-        self.sessions: list[Flushable] = []
+        self.sessions: list[ClientConnection] = []  # native: flush() is a vtable call, not a lookup
         self.scheduled = False
         self.total_connections = 0
         self.curr_connections = 0
@@ -185,7 +189,7 @@ class Context:
             self.scheduled = True
             self.loop.call_soon(self.run)
 
-    def session_dirty(self, session: Flushable) -> None:
+    def session_dirty(self, session: ClientConnection) -> None:
         self.sessions.append(session)
         if not self.scheduled:
             self.scheduled = True
@@ -314,10 +318,12 @@ class BackendConnection:  # a duck-typed asyncio protocol (compiled classes cann
         self.timeout = timeout  # seconds, None: wait forever
         self.probe = probe
         self.state = CONNECTING
-        self.transport: asyncio.Transport | None = None
+        self._transport: asyncio.Transport | None = None
+        self._write: Callable[[bytes], object] = unwritable  # the transport's write, bound once
         self.pending: list[bytes] = []  # requests not written yet
         self.grouped = 0  # requests in pending beyond one per entry (send_many)
         self.expect: deque[Waiter] = deque()  # waiters, in request order (written or not)
+        self.expecting: Callable[[Waiter], None] = self.expect.append  # bound once (and on reset)
         self.dirty = False
         self.buf = bytearray()  # the start of a reply not complete yet
         self.need = 0  # how long buf must be before the reply can be complete
@@ -332,12 +338,21 @@ class BackendConnection:  # a duck-typed asyncio protocol (compiled classes cann
             self.pending.append(data)
             self.expect.append(waiter)
 
+    @property
+    def transport(self) -> asyncio.Transport | None:
+        return self._transport
+
+    @transport.setter
+    def transport(self, transport: asyncio.Transport | None) -> None:
+        self._transport = transport
+        self._write = transport.write if transport is not None else unwritable
+
     # -- requests -------------------------------------------------------------------------
     def send(self, data: bytes, waiter: Waiter | None) -> None:
         """Queue one request (``waiter`` None: noreply, nothing comes back)."""
         self.pending.append(data)
         if waiter is not None:
-            self.expect.append(waiter)
+            self.expecting(waiter)
         self._queued()
 
     def send_many(self, data: bytes, waiters: list[Waiter]) -> None:
@@ -373,9 +388,7 @@ class BackendConnection:  # a duck-typed asyncio protocol (compiled classes cann
             return
         data = b"".join(pending) if len(pending) > 1 else pending[0]
         self.pending = []
-        transport = self.transport
-        assert transport is not None
-        transport.write(data)
+        self._write(data)
         st = server.stats
         st.requests += len(pending) + self.grouped
         self.grouped = 0
@@ -386,7 +399,7 @@ class BackendConnection:  # a duck-typed asyncio protocol (compiled classes cann
             done = self.done
             while batches and batches[0][0] <= done:
                 batches.popleft()
-            now = self.ctx.loop.time()
+            now = self.ctx.clock()
             batches.append((end, now, len(data)))
             if self.timeout is not None and self.timer is None:
                 self.timer = self.ctx.loop.call_at(now + self.timeout, self._check_timeout)
@@ -539,6 +552,7 @@ class BackendConnection:  # a duck-typed asyncio protocol (compiled classes cann
         flow.release_feeders(self)
         waiters = self.expect
         self.expect = deque()
+        self.expecting = self.expect.append
         self.pending = []
         self.grouped = 0
         self.batches.clear()

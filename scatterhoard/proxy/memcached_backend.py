@@ -11,16 +11,18 @@ from __future__ import annotations
 
 from collections import deque
 
+from mypy_extensions import i64
+
 from ..errors import ProtocolError
 from ..protocol.text import at, find_crlf
 from .backend import LINE, QUIET, VALUES, Dialect, ReplyFramer, Waiter
 from .binary_backend import BinaryDialect
 
 
-def _number_before(data: bytes, lo: int, stop: int) -> tuple[int, int]:
+def _number_before(data: bytes, lo: i64, stop: i64) -> tuple[int, int]:
     """The decimal number that ends at ``data[stop - 1]`` after a space past ``lo``, read backwards
     in place: (value, index of that space); value -1 when there is none."""
-    i = stop
+    i: i64 = stop
     n = 0
     scale = 1
     while i > lo:

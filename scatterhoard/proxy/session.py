@@ -52,8 +52,18 @@ from ..protocol.text import (
     plain_get_key,
 )
 from ..routing import NoLiveServersError
+from ..service import unwritable
 from . import flow
-from .backend import LINE, META, QUIET, VALUES, VALUES_CAS, BackendServer, Waiter, error_line
+from .backend import (
+    LINE,
+    META,
+    QUIET,
+    VALUES,
+    VALUES_CAS,
+    BackendServer,
+    Waiter,
+    error_line,
+)
 from .pool import Pool
 from .stats import VERSION, stats_text
 
@@ -82,7 +92,7 @@ class Slot(Waiter):
         session = self.session
         queue = session.queue
         if queue and queue[0] is self:  # the oldest request: its reply can go out now
-            queue.popleft()
+            session.pop()
             session.out.append(raw)
             if queue and queue[0].reply is not None:
                 session.drain()
@@ -216,12 +226,24 @@ class ClientConnection:  # a duck-typed asyncio protocol (compiled classes canno
         self.ctx = pool.ctx
         self.servers = self.servers_for(pool)
         self.index_for = pool.router.index_for
-        self.queue: deque[Slot] = deque()
+        self.queue: deque[Slot] = deque()  # never replaced: its methods are bound once (below)
+        self.push: Callable[[Slot], None] = self.queue.append  # a bound call skips a method lookup
+        self.pop: Callable[[], Slot] = self.queue.popleft
         self.out: list[bytes] = []
         self.dirty = False
         self.closing = False  # no more requests; close once every reply is written
         self.closed = False
-        self.transport: asyncio.Transport | None = None
+        self._transport: asyncio.Transport | None = None
+        self._write: Callable[[bytes], object] = unwritable  # the transport's write, bound once
+
+    @property
+    def transport(self) -> asyncio.Transport | None:
+        return self._transport
+
+    @transport.setter
+    def transport(self, transport: asyncio.Transport | None) -> None:
+        self._transport = transport
+        self._write = transport.write if transport is not None else unwritable
 
     # -- connection events -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -356,7 +378,7 @@ class ClientConnection:  # a duck-typed asyncio protocol (compiled classes canno
         out = self.out
         if out:
             self.out = []
-            transport.write(b"".join(out) if len(out) > 1 else out[0])
+            self._write(b"".join(out) if len(out) > 1 else out[0])
         if self.closing and not self.queue:
             transport.close()
 
@@ -427,7 +449,7 @@ class ClientSession(ClientConnection):
                 self._no_live(False)
             else:
                 slot = Slot(self, VALUES)
-                queue.append(slot)
+                self.push(slot)
                 (server.active or server.pick()).send(data[pos:nxt], slot)
             pos = nxt
             if pos == end:
@@ -460,7 +482,7 @@ class ClientSession(ClientConnection):
                 else:
                     slot = Slot(self, VALUES)
                     data = (b"get " if cmd.exptime is None else _retrieval_prefix(cmd)) + key + b"\r\n"
-                queue.append(slot)
+                self.push(slot)
                 (server.active or server.pick()).send(data, slot)
             elif kind is StoreCmd:
                 try:

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
 from mypy_extensions import mypyc_attr
 
 from ..errors import ProtocolError
+from ..service import unwritable
 from .stats import ServerStats
 from .text import TextSession
 
@@ -44,7 +46,8 @@ class Connection:
     def __init__(self, server: Server) -> None:
         self.server = server
         self.stats: ServerStats = server.stats
-        self.transport: asyncio.Transport | None = None
+        self._transport: asyncio.Transport | None = None
+        self._write: Callable[[bytes], object] = unwritable  # the transport's write, bound once
         self.session: Session | None = None
         #: the session when it is a text session (a native call on every read)
         self.text: TextSession | None = None
@@ -52,6 +55,15 @@ class Connection:
         self.peer = ""
         self.write_paused = False
         self.busy = False  # an engine job is running (EngineConnection)
+
+    @property
+    def transport(self) -> asyncio.Transport | None:
+        return self._transport
+
+    @transport.setter
+    def transport(self, transport: asyncio.Transport | None) -> None:
+        self._transport = transport
+        self._write = transport.write if transport is not None else unwritable
 
     # -- asyncio protocol ----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -92,12 +104,12 @@ class Connection:
         except Exception as exc:
             self._failed(exc)
             return
-        transport = self.transport
-        assert transport is not None
         if out:
             st.bytes_written += len(out)
-            transport.write(out)
+            self._write(out)
         if closing:
+            transport = self.transport
+            assert transport is not None
             transport.close()
 
     def eof_received(self) -> bool | None:
