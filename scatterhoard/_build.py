@@ -34,6 +34,7 @@ COMPILED = (
     "scatterhoard.store.memory",
     "scatterhoard.store.item",
     "scatterhoard.server.stats",
+    "scatterhoard.wire",
     "scatterhoard.server.connection",
     "scatterhoard.proxy.backend",
     "scatterhoard.proxy.session",

@@ -13,12 +13,6 @@ from collections.abc import Callable
 from .errors import HoardError
 
 
-def unwritable(data: bytes) -> None:
-    """The bound ``write`` of a connection protocol without a transport (server connections,
-    proxy sessions and backend connections bind their transport's write once): a bug if called."""
-    raise AssertionError("write on a connection without a transport")
-
-
 class Service:
     """Base of servers and proxies: wait for :meth:`stop` or SIGTERM/SIGINT, then :meth:`close`."""
 

@@ -41,7 +41,7 @@ from mypy_extensions import mypyc_attr
 
 from ..errors import ProtocolError
 from ..routing import ServerSpec
-from ..service import unwritable
+from ..wire import Wired
 from . import flow
 from .stats import ServerCounters
 
@@ -309,17 +309,16 @@ class BackendServer:
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)
-class BackendConnection:  # a duck-typed asyncio protocol (compiled classes cannot derive from asyncio's)
+class BackendConnection(Wired):  # a duck-typed asyncio protocol (compiled classes cannot derive from asyncio's)
     """One connection to a backend: a pipeline of requests and the waiters for their replies."""
 
     def __init__(self, server: BackendServer, timeout: float | None, probe: bool = False) -> None:
+        super().__init__()
         self.server = server
         self.ctx = server.pool.ctx
         self.timeout = timeout  # seconds, None: wait forever
         self.probe = probe
         self.state = CONNECTING
-        self._transport: asyncio.Transport | None = None
-        self._write: Callable[[bytes], object] = unwritable  # the transport's write, bound once
         self.pending: list[bytes] = []  # requests not written yet
         self.grouped = 0  # requests in pending beyond one per entry (send_many)
         self.expect: deque[Waiter] = deque()  # waiters, in request order (written or not)
@@ -337,15 +336,6 @@ class BackendConnection:  # a duck-typed asyncio protocol (compiled classes cann
         for data, waiter in server.dialect.handshake(self):
             self.pending.append(data)
             self.expect.append(waiter)
-
-    @property
-    def transport(self) -> asyncio.Transport | None:
-        return self._transport
-
-    @transport.setter
-    def transport(self, transport: asyncio.Transport | None) -> None:
-        self._transport = transport
-        self._write = transport.write if transport is not None else unwritable
 
     # -- requests -------------------------------------------------------------------------
     def send(self, data: bytes, waiter: Waiter | None) -> None:

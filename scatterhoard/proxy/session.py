@@ -52,7 +52,7 @@ from ..protocol.text import (
     plain_get_key,
 )
 from ..routing import NoLiveServersError
-from ..service import unwritable
+from ..wire import Wired
 from . import flow
 from .backend import (
     LINE,
@@ -204,7 +204,7 @@ def _retrieval_prefix(cmd: Get) -> bytes:
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)
-class ClientConnection:  # a duck-typed asyncio protocol (compiled classes cannot derive from asyncio's)
+class ClientConnection(Wired):  # a duck-typed asyncio protocol (compiled classes cannot derive from asyncio's)
     """What every client connection of a pool shares, whatever its protocol.
 
     Requests that expect a reply take a :class:`Slot` at the end of
@@ -222,6 +222,7 @@ class ClientConnection:  # a duck-typed asyncio protocol (compiled classes canno
     waits = 0
 
     def __init__(self, pool: Pool) -> None:
+        super().__init__()
         self.pool = pool
         self.ctx = pool.ctx
         self.servers = self.servers_for(pool)
@@ -233,17 +234,6 @@ class ClientConnection:  # a duck-typed asyncio protocol (compiled classes canno
         self.dirty = False
         self.closing = False  # no more requests; close once every reply is written
         self.closed = False
-        self._transport: asyncio.Transport | None = None
-        self._write: Callable[[bytes], object] = unwritable  # the transport's write, bound once
-
-    @property
-    def transport(self) -> asyncio.Transport | None:
-        return self._transport
-
-    @transport.setter
-    def transport(self, transport: asyncio.Transport | None) -> None:
-        self._transport = transport
-        self._write = transport.write if transport is not None else unwritable
 
     # -- connection events -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:

@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
 from mypy_extensions import mypyc_attr
 
 from ..errors import ProtocolError
-from ..service import unwritable
+from ..wire import Wired
 from .stats import ServerStats
 from .text import TextSession
 
@@ -40,14 +39,13 @@ def peer_name(peer: object) -> str:
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)
-class Connection:
+class Connection(Wired):
     """One client connection: bytes in, the session's replies out, one write per read."""
 
     def __init__(self, server: Server) -> None:
+        super().__init__()
         self.server = server
         self.stats: ServerStats = server.stats
-        self._transport: asyncio.Transport | None = None
-        self._write: Callable[[bytes], object] = unwritable  # the transport's write, bound once
         self.session: Session | None = None
         #: the session when it is a text session (a native call on every read)
         self.text: TextSession | None = None
@@ -55,15 +53,6 @@ class Connection:
         self.peer = ""
         self.write_paused = False
         self.busy = False  # an engine job is running (EngineConnection)
-
-    @property
-    def transport(self) -> asyncio.Transport | None:
-        return self._transport
-
-    @transport.setter
-    def transport(self, transport: asyncio.Transport | None) -> None:
-        self._transport = transport
-        self._write = transport.write if transport is not None else unwritable
 
     # -- asyncio protocol ----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
