@@ -321,8 +321,8 @@ class BackendConnection(Wired):  # a duck-typed asyncio protocol (compiled class
         self.state = CONNECTING
         self.pending: list[bytes] = []  # requests not written yet
         self.grouped = 0  # requests in pending beyond one per entry (send_many)
-        self.expect: deque[Waiter] = deque()  # waiters, in request order (written or not)
-        self.expecting: Callable[[Waiter], None] = self.expect.append  # bound once (and on reset)
+        self.expect: deque[Waiter] = deque()  # waiters, in request order (written or not); never replaced
+        self.expecting: Callable[[Waiter], None] = self.expect.append  # bound once: skips a method lookup
         self.dirty = False
         self.buf = bytearray()  # the start of a reply not complete yet
         self.need = 0  # how long buf must be before the reply can be complete
@@ -540,9 +540,8 @@ class BackendConnection(Wired):  # a duck-typed asyncio protocol (compiled class
             setattr(st, counter, getattr(st, counter) + 1)
         self.paused = False
         flow.release_feeders(self)
-        waiters = self.expect
-        self.expect = deque()
-        self.expecting = self.expect.append
+        waiters = list(self.expect)
+        self.expect.clear()
         self.pending = []
         self.grouped = 0
         self.batches.clear()

@@ -54,16 +54,7 @@ from ..protocol.text import (
 from ..routing import NoLiveServersError
 from ..wire import Wired
 from . import flow
-from .backend import (
-    LINE,
-    META,
-    QUIET,
-    VALUES,
-    VALUES_CAS,
-    BackendServer,
-    Waiter,
-    error_line,
-)
+from .backend import LINE, META, QUIET, VALUES, VALUES_CAS, BackendServer, Waiter, error_line
 from .pool import Pool
 from .stats import VERSION, stats_text
 
