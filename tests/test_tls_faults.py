@@ -23,10 +23,15 @@ from scatterhoard.tls import (
     TLSContext,
     TLSStats,
     open_backend,
-    start_stream_server,
 )
 from tests.support import hoard_server, temp_dir
-from tests.test_tls_support import client_context, echo_handler, make_cert, py_request, serve_in_process
+from tests.test_tls_support import (
+    client_context,
+    make_cert,
+    py_request,
+    serve_contexts,
+    serve_in_process,
+)
 
 V12, V13 = ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3
 VERSIONS = pytest.mark.parametrize("version", [V12, V13], ids=["tls1.2", "tls1.3"])
@@ -291,24 +296,13 @@ def test_a_new_session_is_in_the_cache_before_the_client_can_use_it(version: ssl
         b = TLSContext(cert, key, session_store=reader)
         stats = TLSStats()
 
-        async def main() -> None:
-            servers = [await start_stream_server(echo_handler, c, "127.0.0.1:0", stats=stats) for c in (a, b)]
-            pa, pb = (s.sockets[0].getsockname()[1] for s in servers)
-            try:
-                c = client_context(version)
-                for _ in range(3):
-                    first = await asyncio.to_thread(py_request, pa, c)
-                    again = await asyncio.to_thread(py_request, pb, c, first.session)
-                    assert _served(again.reply) and again.reused, "the client reached B before its session"
-                assert writer.stats.stored == 3 and stats.handshakes_failed == 0
-            finally:
-                for s in servers:
-                    s.close()
-                await writer.close()
-                await reader.close()
+        async def test(ports: list[int]) -> None:
+            pa, pb = ports
+            c = client_context(version)
+            for _ in range(3):
+                first = await asyncio.to_thread(py_request, pa, c)
+                again = await asyncio.to_thread(py_request, pb, c, first.session)
+                assert _served(again.reply) and again.reused, "the client reached B before its session"
+            assert writer.stats.stored == 3 and stats.handshakes_failed == 0
 
-        try:
-            asyncio.run(main())
-        finally:
-            a.close()
-            b.close()
+        serve_contexts([a, b], test, stats=stats)

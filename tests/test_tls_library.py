@@ -25,12 +25,12 @@ from scatterhoard.tls import (
     SessionStore,
     TLSContext,
     TLSStats,
-    start_stream_server,
     start_tls_server,
 )
 from tests.support import free_port, hoard_argv, hoard_server, running, temp_dir
 from tests.test_tls_support import client_context, make_cert, openssl, py_request
 from tests.test_tls_support import echo_handler as _echo
+from tests.test_tls_support import serve_contexts as _serve_all
 from tests.test_tls_support import serve_in_process as _serve
 
 V12, V13 = ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3
@@ -76,9 +76,8 @@ def test_openssl_checks_the_session_id_context(version: ssl.TLSVersion) -> None:
         b = TLSContext(cert, key, session_store=store, session_id_context=b"farm-b")
         a2 = TLSContext(cert, key, session_store=store, session_id_context=b"farm-a")
 
-        async def main() -> None:
-            servers = [await start_stream_server(_echo, c, "127.0.0.1:0") for c in (a, b, a2)]
-            pa, pb, pa2 = (s.sockets[0].getsockname()[1] for s in servers)
+        async def test(ports: list[int]) -> None:
+            pa, pb, pa2 = ports
             c = client_context(version)
             first = await asyncio.to_thread(py_request, pa, c)
             await store.drain()
@@ -87,15 +86,8 @@ def test_openssl_checks_the_session_id_context(version: ssl.TLSVersion) -> None:
             same = await asyncio.to_thread(py_request, pa2, c, first.session)
             assert same.reused
             assert store.stats.rejected == 0  # it was OpenSSL's check, not the sealing
-            for s in servers:
-                s.close()
-            await store.close()
 
-        try:
-            asyncio.run(main())
-        finally:
-            for c in (a, b, a2):
-                c.close()
+        _serve_all([a, b, a2], test, _echo)
 
 
 def test_failures_do_not_stop_the_server() -> None:
@@ -146,36 +138,26 @@ def test_abrupt_client_closes_keep_sessions(version: ssl.TLSVersion, close: str)
             await gone.put(1)
             writer.close()
 
-        async def main() -> None:
-            servers = [await start_stream_server(wait_eof, c, "127.0.0.1:0", stats=stats) for c in (a, b)]
-            pa, pb = (s.sockets[0].getsockname()[1] for s in servers)
+        async def test(ports: list[int]) -> None:
+            pa, pb = ports
             c = client_context(version)
-            try:
-                first, reused = await asyncio.to_thread(_abrupt_request, pa, c, None, close)
-                assert not reused and first is not None
-                for port in (pb, pa, pb):  # each one closed abruptly too
-                    await asyncio.wait_for(gone.get(), 20)
-                    await store.drain()
-                    assert store.stats.removed == 0, "an abrupt close evicted the session"
-                    if version is V12:  # (a TLS 1.3 client's session id is not the server's)
-                        with SessionCache(f"127.0.0.1:{cache_port}") as cache:
-                            assert cache.have(store.key(first.id)), "the session is gone from the cache"
-                    _, reused = await asyncio.to_thread(_abrupt_request, port, c, first, close)
-                    assert reused, "the session did not resume after an abrupt close"
+            first, reused = await asyncio.to_thread(_abrupt_request, pa, c, None, close)
+            assert not reused and first is not None
+            for port in (pb, pa, pb):  # each one closed abruptly too
                 await asyncio.wait_for(gone.get(), 20)
                 await store.drain()
-                assert store.stats.removed == 0 and stats.handshakes_failed == 0
-                assert (stats.handshakes_full, stats.handshakes_resumed) == (1, 3)
-            finally:
-                for s in servers:
-                    s.close()
-                await store.close()
+                assert store.stats.removed == 0, "an abrupt close evicted the session"
+                if version is V12:  # (a TLS 1.3 client's session id is not the server's)
+                    with SessionCache(f"127.0.0.1:{cache_port}") as cache:
+                        assert cache.have(store.key(first.id)), "the session is gone from the cache"
+                _, reused = await asyncio.to_thread(_abrupt_request, port, c, first, close)
+                assert reused, "the session did not resume after an abrupt close"
+            await asyncio.wait_for(gone.get(), 20)
+            await store.drain()
+            assert store.stats.removed == 0 and stats.handshakes_failed == 0
+            assert (stats.handshakes_full, stats.handshakes_resumed) == (1, 3)
 
-        try:
-            asyncio.run(main())
-        finally:
-            a.close()
-            b.close()
+        _serve_all([a, b], test, wait_eof, stats)
 
 
 def test_protocol_range_is_enforced() -> None:
@@ -190,35 +172,25 @@ def test_protocol_range_is_enforced() -> None:
         only12 = TLSContext(cert, key, max_version="1.2", session_store=store)
         stats = TLSStats()
 
-        async def main() -> None:
-            servers = [await start_stream_server(_echo, c, "127.0.0.1:0", stats=stats) for c in (only13, only12)]
-            p13, p12 = (s.sockets[0].getsockname()[1] for s in servers)
-            try:
-                with pytest.raises(ssl.SSLError, match="(?i)version|protocol"):
-                    await asyncio.to_thread(py_request, p13, client_context(V12))
-                with pytest.raises(ssl.SSLError, match="(?i)version|protocol"):
-                    await asyncio.to_thread(py_request, p12, client_context(V13))
-                assert stats.handshakes_failed == 2
-                assert (await asyncio.to_thread(py_request, p13, client_context(V13))).version == "TLSv1.3"
-                both = client_context(V12)
-                both.maximum_version = V13
-                first = await asyncio.to_thread(py_request, p12, both)
-                assert first.version == "TLSv1.2" and not first.reused
-                await store.drain()
-                again = await asyncio.to_thread(py_request, p12, both, first.session)
-                assert again.version == "TLSv1.2" and again.reused and store.stats.hits == 1
-                assert (await asyncio.to_thread(py_request, p13, both)).version == "TLSv1.3"
-                assert stats.handshakes_failed == 2
-            finally:
-                for s in servers:
-                    s.close()
-                await store.close()
+        async def test(ports: list[int]) -> None:
+            p13, p12 = ports
+            with pytest.raises(ssl.SSLError, match="(?i)version|protocol"):
+                await asyncio.to_thread(py_request, p13, client_context(V12))
+            with pytest.raises(ssl.SSLError, match="(?i)version|protocol"):
+                await asyncio.to_thread(py_request, p12, client_context(V13))
+            assert stats.handshakes_failed == 2
+            assert (await asyncio.to_thread(py_request, p13, client_context(V13))).version == "TLSv1.3"
+            both = client_context(V12)
+            both.maximum_version = V13
+            first = await asyncio.to_thread(py_request, p12, both)
+            assert first.version == "TLSv1.2" and not first.reused
+            await store.drain()
+            again = await asyncio.to_thread(py_request, p12, both, first.session)
+            assert again.version == "TLSv1.2" and again.reused and store.stats.hits == 1
+            assert (await asyncio.to_thread(py_request, p13, both)).version == "TLSv1.3"
+            assert stats.handshakes_failed == 2
 
-        try:
-            asyncio.run(main())
-        finally:
-            only13.close()
-            only12.close()
+        _serve_all([only13, only12], test, _echo, stats)
 
 
 def test_plain_protocol_api_and_close_notify() -> None:

@@ -237,22 +237,36 @@ async def echo_handler(reader: asyncio.StreamReader, writer: asyncio.StreamWrite
     writer.close()
 
 
-def serve_in_process(ctx: TLSContext, test: Callable[[int], Awaitable[None]],
-                     handler: Callable[..., Any] = echo_handler, stats: TLSStats | None = None,
-                     **kwargs: Any) -> None:
-    """Run ``test(port)`` against a stream server on ``ctx`` in this process's event loop."""
+def serve_contexts(contexts: Sequence[TLSContext], test: Callable[[list[int]], Awaitable[None]],
+                   handler: Callable[..., Any] = echo_handler, stats: TLSStats | None = None,
+                   **kwargs: Any) -> None:
+    """Run ``test(ports)`` against one stream server per context (in order) in this process's
+    event loop; then close the servers, the contexts' session stores and the contexts."""
     async def main() -> None:
-        server = await start_stream_server(handler, ctx, "127.0.0.1:0", stats=stats, **kwargs)
-        port = server.sockets[0].getsockname()[1]
+        servers = [await start_stream_server(handler, c, "127.0.0.1:0", stats=stats, **kwargs)
+                   for c in contexts]
         try:
-            await test(port)
+            await test([s.sockets[0].getsockname()[1] for s in servers])
         finally:
-            server.close()
-            await server.wait_closed()
-            if ctx.session_store is not None:
-                await ctx.session_store.close()
+            for server in servers:
+                server.close()
+                await server.wait_closed()
+            stores = {id(c.session_store): c.session_store for c in contexts if c.session_store is not None}
+            for store in stores.values():
+                await store.close()
 
     try:
         asyncio.run(main())
     finally:
-        ctx.close()
+        for c in contexts:
+            c.close()
+
+
+def serve_in_process(ctx: TLSContext, test: Callable[[int], Awaitable[None]],
+                     handler: Callable[..., Any] = echo_handler, stats: TLSStats | None = None,
+                     **kwargs: Any) -> None:
+    """Run ``test(port)`` against a stream server on ``ctx`` in this process's event loop."""
+    async def one(ports: list[int]) -> None:
+        await test(ports[0])
+
+    serve_contexts([ctx], one, handler, stats, **kwargs)
