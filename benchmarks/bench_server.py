@@ -26,6 +26,12 @@ which stays a fair comparison when the generator is the bottleneck. The
 summary gives the median over rounds for each server and the ratio
 hoard/memcached (median of the per-round ratios).
 
+``--floor`` adds a third server to the non-pipelined load,
+``benchmarks/floor_server.py``: a uvloop protocol with one dict of ready-made
+get replies and none of a cache's work (no expiry, LRU, CAS, stats or error
+handling). Its ratio to memcached, from the same rounds, is about the ceiling
+for any server on CPython + uvloop.
+
     .venv/bin/python benchmarks/bench_server.py --duration 10 --rounds 3
     .venv/bin/python benchmarks/bench_server.py --quick --json
 """
@@ -33,7 +39,9 @@ hoard/memcached (median of the per-round ratios).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -71,6 +79,7 @@ from benchmarks.common import (  # noqa: E402
 )
 
 REFERENCE = "memcached"
+FLOOR = "floor"
 
 
 # -- processes --------------------------------------------------------------------------------------
@@ -79,6 +88,20 @@ REFERENCE = "memcached"
 def hoard_argv(port: int, cpu: int | None) -> list[str]:
     return [*pin_prefix(cpu), sys.executable, "-m", "scatterhoard", "server", "-l", HOST, "-p", str(port),
             "-m", "1024", "-c", "4096"]
+
+
+def floor_argv(port: int, cpu: int | None) -> list[str]:
+    return [*pin_prefix(cpu), sys.executable, str(ROOT / "benchmarks" / "floor_server.py"), str(port)]
+
+
+def floor_ratio(runs: list[dict[str, Any]]) -> float | None:
+    """Median over rounds of floor / memcached in ops per server CPU-second (non-pipelined)."""
+    by_round: dict[int, dict[str, float]] = {}
+    for r in runs:
+        if r["load"] == "nonpipelined" and r["ops_per_cpu_s"]:
+            by_round.setdefault(r["round"], {})[r["server"]] = r["ops_per_cpu_s"]
+    ratios = [v[FLOOR] / v[REFERENCE] for v in by_round.values() if FLOOR in v and REFERENCE in v]
+    return round(statistics.median(ratios), 4) if ratios else None
 
 
 def measure(server: Process, load: str, rnd: int, args: argparse.Namespace, cfg_path: str,
@@ -148,6 +171,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--server-cpu", type=int, default=0, help="CPU both servers are pinned to")
     p.add_argument("--client-cpu", type=int, default=1, help="CPU the load generators are pinned to")
     p.add_argument("--no-pin", action="store_true", help="do not pin anything to CPUs")
+    p.add_argument("--floor", action="store_true", help="also run benchmarks/floor_server.py (a bare uvloop "
+                   "dict server) in the non-pipelined load, as the ceiling for this stack")
     add_load_options(p, set_ratio_help="share of sets (the rest are gets)",
                      overwrite_help="memcaslap -o: share of its sets that overwrite an existing key")
     args = p.parse_args(argv)
@@ -194,11 +219,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="hoard-bench-") as tmp:
         cfg_path = write_memaslap_cfg(tmp, args)
         ours_port, ref_port = free_port(), free_port()
-        with start_process(OURS, hoard_argv(ours_port, args.server_cpu), ours_port) as ours, \
-                start_process(REFERENCE, memcached_argv(memcached, ref_port, args.server_cpu), ref_port) as ref:
+        with contextlib.ExitStack() as stack:
+            ours = stack.enter_context(start_process(OURS, hoard_argv(ours_port, args.server_cpu), ours_port))
+            ref = stack.enter_context(start_process(REFERENCE, memcached_argv(memcached, ref_port, args.server_cpu),
+                                                    ref_port))
             servers = (ours, ref)
+            floor = None
+            if args.floor and "nonpipelined" in loads:
+                floor_port = free_port()
+                floor = stack.enter_context(start_process(FLOOR, floor_argv(floor_port, args.server_cpu), floor_port))
             say(f"{OURS} pid {ours.pid} port {ours.port}; {REFERENCE} pid {ref.pid} port {ref.port}; "
-                f"servers on CPU {args.server_cpu}, generators on CPU {args.client_cpu}; "
+                + (f"{FLOOR} pid {floor.pid} port {floor.port}; " if floor else "")
+                + f"servers on CPU {args.server_cpu}, generators on CPU {args.client_cpu}; "
                 f"{args.rounds} round(s) x {args.duration:g}s")
             if "pipelined" in loads:
                 for srv in servers:
@@ -206,15 +238,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             say(RUN_HEADER)
             for load in loads:
                 for rnd in range(1, args.rounds + 1):
-                    for srv in servers:
+                    for srv in (*servers, floor) if floor and load == "nonpipelined" else servers:
                         r = measure(srv, load, rnd, args, cfg_path, memaslap)
                         runs.append(r)
                         say(run_line(r))
     summary = summarize(runs, METRICS, "server", REFERENCE)
-    report(args, config, runs, summary, summary_table(summary, METRICS, REFERENCE),
-           "\nratio = median over rounds of (hoard / memcached) for the same round; "
-           "nonpipelined latency is estimated from memcaslap's log2 histogram, "
-           "pipelined latency is per request (hoard bench).")
+    table = summary_table(summary, METRICS, REFERENCE)
+    note = ("\nratio = median over rounds of (hoard / memcached) for the same round; "
+            "nonpipelined latency is estimated from memcaslap's log2 histogram, "
+            "pipelined latency is per request (hoard bench).")
+    if args.floor and "nonpipelined" in loads:
+        summary["floor_nonpipelined_ops_per_cpu_s_ratio"] = ratio = floor_ratio(runs)
+        note += (f"\nfloor (benchmarks/floor_server.py, a bare uvloop dict server) / memcached, "
+                 f"nonpipelined ops per server CPU-s: {fmt(ratio, 0, 3).strip()} (median over rounds)")
+    report(args, config, runs, summary, table, note)
     return 0
 
 
