@@ -35,6 +35,7 @@ COMPILED = (
     "scatterhoard.store.item",
     "scatterhoard.server.stats",
     "scatterhoard.wire",
+    "scatterhoard.fifo",
     "scatterhoard.server.connection",
     "scatterhoard.proxy.backend",
     "scatterhoard.proxy.session",

@@ -31,6 +31,43 @@ def test_whole_sets_read_as_the_general_path_reads_them() -> None:
     assert isinstance(big, t.TooLarge)
 
 
+def test_single_set_is_exactly_one_whole_plain_set_with_a_reply() -> None:
+    """A proxy forwards what single_set accepts as it came: it must be one set the parser reads as
+    StoreCmd (same key), expecting a reply, and nothing else in the read."""
+    cases = [c for c in COMMANDS if c.startswith(b"set")] + SETS + ODD_SETS + [
+        b"set k 0 0 3\r\nabc\r\nget k\r\n", b"set k 0 0 3\r\nabc\r", b"set k 0 0 3\r\nab\r\n\r\n",
+        b"set k 0 0 4\r\nab\r\n\r\n", b"set k 0 0 1\r\n\r\r\n", b"get k\r\n", b"set k 0 0 0\r\n\r\n"]
+    for cmd in cases:
+        key = t.TextRequestParser(max_item_size=4096).single_set(cmd)
+        parsed = t.TextRequestParser(max_item_size=4096).feed(cmd)
+        plain = (len(parsed) == 1 and isinstance(parsed[0], t.StoreCmd) and parsed[0].command == b"set"
+                 and not parsed[0].noreply and cmd.startswith(b"set %s " % parsed[0].key))
+        if key is not None:
+            assert plain and parsed[0].key == key, cmd
+    assert t.TextRequestParser(max_item_size=4096).single_set(b"set k 0 0 3\r\nabc\r\n") == b"k"
+    assert t.TextRequestParser(max_item_size=4096).single_set(b"set k 0 0 4\r\nab\r\n\r\n") == b"k"
+    assert t.TextRequestParser(max_item_size=40).single_set(b"set k 0 0 3\r\nabc\r\n") is None  # too large
+    busy = t.TextRequestParser(max_item_size=4096)
+    busy.feed(b"get k")  # a line already begun: the next read is not a request on its own
+    assert busy.single_set(b"set k 0 0 3\r\nabc\r\n") is None
+
+
+@given(st.sampled_from(COMMANDS + SETS + ODD_SETS), st.lists(st.tuples(st.integers(0, 40), st.integers(0, 255)),
+                                                              max_size=3))
+def test_single_set_agrees_with_the_parser(cmd: bytes, edits: list[tuple[int, int]]) -> None:
+    data = bytearray(cmd)
+    for pos, byte in edits:
+        if pos < len(data):
+            data[pos] = byte
+    key = t.TextRequestParser(max_item_size=4096).single_set(bytes(data))
+    if key is not None:
+        parsed = t.TextRequestParser(max_item_size=4096).feed(bytes(data))
+        assert len(parsed) == 1 and isinstance(parsed[0], t.StoreCmd), data
+        assert parsed[0].key == key and not parsed[0].noreply and parsed[0].command == b"set", data
+        assert len(b"set %s %d %d %d\r\n" % (key, parsed[0].flags, parsed[0].exptime, len(parsed[0].value))) \
+            + len(parsed[0].value) + 2 <= len(data)
+
+
 def test_parse_each_command_type() -> None:
     p = t.TextRequestParser()
     cmds = p.feed(b"".join(COMMANDS))

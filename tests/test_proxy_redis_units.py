@@ -8,11 +8,11 @@ must hand each waiter exactly the bytes of its reply.
 from __future__ import annotations
 
 import random
-from collections import deque
 
 import pytest
 
 from scatterhoard.errors import HoardError, ProtocolError
+from scatterhoard.fifo import Fifo
 from scatterhoard.protocol.resp import (
     Attributed,
     BigNumber,
@@ -42,6 +42,12 @@ VALUES: list[object] = [
 ]
 
 
+def fifo_of(*waiters: Waiter) -> Fifo[Waiter]:
+    fifo: Fifo[Waiter] = Fifo()
+    fifo.extend(waiters)
+    return fifo
+
+
 class Got(Waiter):
     __slots__ = ("out",)
 
@@ -57,7 +63,7 @@ def run_framer(replies: list[bytes], cuts: list[int]) -> list[bytes]:
     """Feed the concatenated replies in pieces (as BackendConnection does: buffer until ``need``)."""
     framer = RespFramer()
     out: list[bytes] = []
-    expect: deque[Waiter] = deque(Got(out) for _ in replies)
+    expect = fifo_of(*(Got(out) for _ in replies))
     stream = b"".join(replies)
     buf = b""
     need = 0
@@ -94,7 +100,7 @@ def test_framer_random_pieces() -> None:
 def test_framer_rejects_garbage() -> None:
     for bad in (b"?what\r\n", b"$abc\r\n", b"*x\r\n"):
         with pytest.raises(ProtocolError):
-            RespFramer().split(bad, deque([Got([])]))
+            RespFramer().split(bad, fifo_of(Got([])))
 
 
 def test_command_table() -> None:

@@ -150,6 +150,36 @@ def scan_number(view: bytes, i: i64, stop: i64) -> tuple[int, int]:
     return (n if i > start else -1), i
 
 
+def plain_set_fields(view: bytes, pos: i64, line_end: i64) -> tuple[i64, int, int, int, bool]:
+    """The line ``view[pos:line_end]`` as a plain ``set <key> <flags> <exptime> <bytes>[ noreply]``
+    (single spaces, a key of 1 to 250 bytes, numbers of 1 to 9 digits): (where the key ends,
+    flags, exptime, bytes, noreply); where the key ends is 0 for any other line."""
+    if not at(view, pos, b"set "):
+        return 0, 0, 0, 0, False
+    i: i64 = pos + 4
+    stop: i64 = line_end if line_end - i <= KEY_MAX_LENGTH + 40 else i + KEY_MAX_LENGTH + 40
+    while i < stop and view[i] != 32:
+        i += 1
+    if i == pos + 4 or i - pos - 4 > KEY_MAX_LENGTH or i >= stop:
+        return 0, 0, 0, 0, False
+    key_end = i
+    flags, j = scan_number(view, i + 1, line_end)
+    if flags < 0 or j >= line_end or j - key_end > 10:
+        return 0, 0, 0, 0, False
+    exptime, k = scan_number(view, j + 1, line_end)
+    if exptime < 0 or k >= line_end or k - j > 10:
+        return 0, 0, 0, 0, False
+    length, m = scan_number(view, k + 1, line_end)
+    if length < 0 or m - k > 10:
+        return 0, 0, 0, 0, False
+    noreply = False
+    if m < line_end:
+        if line_end - m != 8 or not at(view, m, b" noreply"):
+            return 0, 0, 0, 0, False
+        noreply = True
+    return key_end, flags, exptime, length, noreply
+
+
 def _digits(tok: bytes, start: int) -> int:
     """The number written in ``tok[start:]`` when it is 1 to 18 ASCII digits (below 2**63), else -1
     (then the caller asks int())."""
@@ -327,6 +357,22 @@ class TextRequestParser:
                 return key
         return None
 
+    def single_set(self, data: bytes) -> bytes | None:
+        """The key when ``data`` is exactly one plain ``set`` (as :meth:`_whole_set` takes it, and
+        not noreply) with its whole data block and nothing is buffered, else None: feed it then.
+        What a proxy forwards as it came. Consumes nothing."""
+        end: i64 = len(data)
+        if end < 12 or data[end - 1] != 10 or data[end - 2] != 13 or not at(data, 0, b"set ") or not self.idle():
+            return None
+        eol = find_lf(data, 0, end)
+        if eol < 1 or data[eol - 1] != 13:
+            return None
+        key_end, _flags, _exptime, length, noreply = plain_set_fields(data, 0, eol - 1)
+        if not key_end or noreply or eol + length + 3 != end:
+            return None
+        key = data[4:key_end]
+        return None if self._too_large(key, length) else key
+
     def feed(self, data: bytes) -> list[TextCommand]:
         """Consume ``data``; return every command completed by it, in order."""
         return cast(list[TextCommand], self._feed(data, False))
@@ -420,29 +466,9 @@ class TextRequestParser:
         digits and its data block complete in ``view``: the command appended, and where the next
         request starts. 0 for anything else (an odd form, a block still to come, a bad block, an
         item too large), which the general path parses as before."""
-        i = pos + 4
-        stop = line_end if line_end - i <= KEY_MAX_LENGTH + 40 else i + KEY_MAX_LENGTH + 40
-        while i < stop and view[i] != 32:
-            i += 1
-        if i == pos + 4 or i - pos - 4 > KEY_MAX_LENGTH or i >= stop:
+        key_end, flags, exptime, length, noreply = plain_set_fields(view, pos, line_end)
+        if not key_end:
             return 0
-        key_end = i
-        flags, i = scan_number(view, i + 1, line_end)
-        if flags < 0 or i >= line_end or i - key_end > 10:
-            return 0
-        j = i
-        exptime, i = scan_number(view, i + 1, line_end)
-        if exptime < 0 or i >= line_end or i - j > 10:
-            return 0
-        j = i
-        length, i = scan_number(view, i + 1, line_end)
-        if length < 0 or i - j > 10:
-            return 0
-        noreply = False
-        if i < line_end:
-            if line_end - i != 8 or not at(view, i, b" noreply"):
-                return 0
-            noreply = True
         key = view[pos + 4:key_end]
         start = eol + 1
         stop = start + length

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol, cast
 from mypy_extensions import mypyc_attr
 
 from ..errors import ProtocolError
+from ..fifo import Fifo
 from ..routing import ServerSpec
 from ..wire import Wired
 from . import flow
@@ -107,7 +108,7 @@ class ReplyFramer:
 
     __slots__ = ()
 
-    def split(self, data: bytes, expect: deque[Waiter]) -> tuple[int, int, int]:
+    def split(self, data: bytes, expect: Fifo[Waiter]) -> tuple[int, int, int]:
         """Complete (and pop) the waiters at the head of ``expect`` whose replies are whole in ``data``.
 
         Returns (waiters popped, bytes used, ``need``: how many bytes the
@@ -321,8 +322,7 @@ class BackendConnection(Wired):  # a duck-typed asyncio protocol (compiled class
         self.state = CONNECTING
         self.pending: list[bytes] = []  # requests not written yet
         self.grouped = 0  # requests in pending beyond one per entry (send_many)
-        self.expect: deque[Waiter] = deque()  # waiters, in request order (written or not); never replaced
-        self.expecting: Callable[[Waiter], None] = self.expect.append  # bound once: skips a method lookup
+        self.expect: Fifo[Waiter] = Fifo()  # waiters, in request order (written or not); never replaced
         self.dirty = False
         self.buf = bytearray()  # the start of a reply not complete yet
         self.need = 0  # how long buf must be before the reply can be complete
@@ -342,7 +342,7 @@ class BackendConnection(Wired):  # a duck-typed asyncio protocol (compiled class
         """Queue one request (``waiter`` None: noreply, nothing comes back)."""
         self.pending.append(data)
         if waiter is not None:
-            self.expecting(waiter)
+            self.expect.append(waiter)
         self._queued()
 
     def send_many(self, data: bytes, waiters: list[Waiter]) -> None:

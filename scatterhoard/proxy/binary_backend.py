@@ -13,10 +13,10 @@ and ``bodylen`` bytes, nothing parsed but the magic byte and that length.
 from __future__ import annotations
 
 import struct
-from collections import deque
 from typing import Final
 
 from ..errors import ProtocolError
+from ..fifo import Fifo
 from ..protocol.binary import OP_VERSION, RESPONSE_MAGIC, encode_request
 from .backend import Dialect, ReplyFramer, Waiter
 
@@ -28,7 +28,7 @@ class BinaryFramer(ReplyFramer):
 
     __slots__ = ()
 
-    def split(self, data: bytes, expect: deque[Waiter]) -> tuple[int, int, int]:
+    def split(self, data: bytes, expect: Fifo[Waiter]) -> tuple[int, int, int]:
         n = len(data)
         pos = 0
         count = 0

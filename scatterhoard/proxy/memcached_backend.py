@@ -9,11 +9,10 @@ is followed by ``mn`` and its waiter by :data:`~.backend.DISCARD_MN`.
 
 from __future__ import annotations
 
-from collections import deque
-
 from mypy_extensions import i64
 
 from ..errors import ProtocolError
+from ..fifo import Fifo
 from ..protocol.text import at, find_crlf
 from .backend import LINE, QUIET, VALUES, Dialect, ReplyFramer, Waiter
 from .binary_backend import BinaryDialect
@@ -47,14 +46,14 @@ class MemcachedFramer(ReplyFramer):
     def __init__(self) -> None:
         self.scan = 0  # how far into the first incomplete reply its VALUE blocks were already walked
 
-    def split(self, data: bytes, expect: deque[Waiter]) -> tuple[int, int, int]:
+    def split(self, data: bytes, expect: Fifo[Waiter]) -> tuple[int, int, int]:
         n = len(data)
         pos = 0
         count = 0
         need = 0  # bytes the incomplete reply at pos needs at least, counted from pos
         scan = self.scan
         while expect:
-            waiter = expect[0]
+            waiter = expect.first()
             kind = waiter.kind
             if kind >= VALUES:
                 p = pos + scan

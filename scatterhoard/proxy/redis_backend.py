@@ -13,10 +13,10 @@ from __future__ import annotations
 import errno
 import logging
 import os
-from collections import deque
 from typing import TYPE_CHECKING
 
 from ..errors import ProtocolError
+from ..fifo import Fifo
 from ..protocol.resp import encode_command
 from .backend import LINE, Dialect, ReplyFramer, Waiter
 
@@ -47,7 +47,7 @@ class RespFramer(ReplyFramer):
         self.scan = 0  # how far into the first incomplete reply the walk got (an element's start)
         self.open: list[int] = []  # elements still expected by each aggregate open at that point
 
-    def split(self, data: bytes, expect: deque[Waiter]) -> tuple[int, int, int]:
+    def split(self, data: bytes, expect: Fifo[Waiter]) -> tuple[int, int, int]:
         n = len(data)
         find = data.find
         pos = 0

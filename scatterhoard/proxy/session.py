@@ -27,12 +27,12 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
-from collections import deque
 from collections.abc import Callable
 from typing import Any, Final, cast
 
 from mypy_extensions import mypyc_attr
 
+from ..fifo import Fifo
 from ..protocol.text import (
     Arith,
     Delete,
@@ -48,6 +48,7 @@ from ..protocol.text import (
     Touch,
     Verbosity,
     Version,
+    at,
     find_lf,
     plain_get_key,
 )
@@ -82,10 +83,10 @@ class Slot(Waiter):
         self.reply = raw
         session = self.session
         queue = session.queue
-        if queue and queue[0] is self:  # the oldest request: its reply can go out now
-            session.pop()
+        if queue and queue.first() is self:  # the oldest request: its reply can go out now
+            queue.popleft()
             session.out.append(raw)
-            if queue and queue[0].reply is not None:
+            if queue and queue.first().reply is not None:
                 session.drain()
             elif not session.dirty:
                 session.dirty = True
@@ -218,9 +219,7 @@ class ClientConnection(Wired):  # a duck-typed asyncio protocol (compiled classe
         self.ctx = pool.ctx
         self.servers = self.servers_for(pool)
         self.index_for = pool.router.index_for
-        self.queue: deque[Slot] = deque()  # never replaced: its methods are bound once (below)
-        self.push: Callable[[Slot], None] = self.queue.append  # a bound call skips a method lookup
-        self.pop: Callable[[], Slot] = self.queue.popleft
+        self.queue: Fifo[Slot] = Fifo()  # compiled: its calls are native
         self.out: list[bytes] = []
         self.dirty = False
         self.closing = False  # no more requests; close once every reply is written
@@ -334,7 +333,7 @@ class ClientConnection(Wired):  # a duck-typed asyncio protocol (compiled classe
         queue = self.queue
         out = self.out
         while queue:
-            reply = queue[0].reply
+            reply = queue.first().reply
             if reply is None:
                 break
             queue.popleft()
@@ -384,30 +383,39 @@ class ClientSession(ClientConnection):
             return
         self.ctx.current = self  # who feeds a server connection, should it be full (flow)
         try:
-            if self.idle and data.startswith(b"get "):
+            if self.idle and at(data, 0, b"get "):
                 # The commonest requests by far: "get <key>\r\n" lines at the start of a read are
                 # forwarded as they are, without the parser, when they are exactly what it would
                 # accept (one key of 1..250 bytes, no space).  The first line that is anything
                 # else, and everything after it, goes to the parser.
                 key = self.parser.single_get(data)
                 if key is not None:  # the whole read is one such line
-                    try:
-                        server = self.servers[self.index_for(key)]
-                    except NoLiveServersError:
-                        self._no_live(False)
-                        return
-                    slot = Slot(self, VALUES)
-                    self.queue.append(slot)
-                    (server.active or server.pick()).send(data, slot)
+                    self._forward(key, data, VALUES)
                     return
                 data = self._leading_gets(data)
                 if not data:
+                    return
+            elif self.idle and at(data, 0, b"set "):
+                key = self.parser.single_set(data)
+                if key is not None:  # the whole read is one plain set: forwarded as it came
+                    self._forward(key, data, LINE)
                     return
             parser = self.parser
             self._handle(parser.feed(data))
             self.idle = parser.idle()
         except Exception:  # never let one client take the proxy down
             self._internal_error()
+
+    def _forward(self, key: bytes, data: bytes, kind: int) -> None:
+        """A whole read that is one request for ``key`` with a reply: to its server as it came."""
+        try:
+            server = self.servers[self.index_for(key)]
+        except NoLiveServersError:
+            self._no_live(False)
+            return
+        slot = Slot(self, kind)
+        self.queue.append(slot)
+        (server.active or server.pick()).send(data, slot)
 
     def _leading_gets(self, data: bytes) -> bytes:
         """Forward the single-key ``get`` lines at the start of a pipelined read; return the rest."""
@@ -430,7 +438,7 @@ class ClientSession(ClientConnection):
                 self._no_live(False)
             else:
                 slot = Slot(self, VALUES)
-                self.push(slot)
+                self.queue.append(slot)
                 (server.active or server.pick()).send(data[pos:nxt], slot)
             pos = nxt
             if pos == end:
@@ -463,7 +471,7 @@ class ClientSession(ClientConnection):
                 else:
                     slot = Slot(self, VALUES)
                     data = (b"get " if cmd.exptime is None else _retrieval_prefix(cmd)) + key + b"\r\n"
-                self.push(slot)
+                self.queue.append(slot)
                 (server.active or server.pick()).send(data, slot)
             elif kind is StoreCmd:
                 try:
