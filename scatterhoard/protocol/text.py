@@ -151,11 +151,10 @@ def scan_number(view: bytes, i: i64, stop: i64) -> tuple[int, int]:
 
 
 def plain_set_fields(view: bytes, pos: i64, line_end: i64) -> tuple[i64, int, int, int, bool]:
-    """The line ``view[pos:line_end]`` as a plain ``set <key> <flags> <exptime> <bytes>[ noreply]``
-    (single spaces, a key of 1 to 250 bytes, numbers of 1 to 9 digits): (where the key ends,
-    flags, exptime, bytes, noreply); where the key ends is 0 for any other line."""
-    if not at(view, pos, b"set "):
-        return 0, 0, 0, 0, False
+    """The line ``view[pos:line_end]``, which starts with ``set `` (the callers check it first), as
+    a plain ``set <key> <flags> <exptime> <bytes>[ noreply]`` (single spaces, a key of 1 to 250
+    bytes, numbers of 1 to 9 digits): (where the key ends, flags, exptime, bytes, noreply); where
+    the key ends is 0 for any other line."""
     i: i64 = pos + 4
     stop: i64 = line_end if line_end - i <= KEY_MAX_LENGTH + 40 else i + KEY_MAX_LENGTH + 40
     while i < stop and view[i] != 32:

@@ -390,7 +390,7 @@ class ClientSession(ClientConnection):
                 # else, and everything after it, goes to the parser.
                 key = self.parser.single_get(data)
                 if key is not None:  # the whole read is one such line
-                    self._forward(key, data, VALUES)
+                    self._keyed(key, data, False, VALUES)
                     return
                 data = self._leading_gets(data)
                 if not data:
@@ -398,24 +398,13 @@ class ClientSession(ClientConnection):
             elif self.idle and at(data, 0, b"set "):
                 key = self.parser.single_set(data)
                 if key is not None:  # the whole read is one plain set: forwarded as it came
-                    self._forward(key, data, LINE)
+                    self._keyed(key, data, False)
                     return
             parser = self.parser
             self._handle(parser.feed(data))
             self.idle = parser.idle()
         except Exception:  # never let one client take the proxy down
             self._internal_error()
-
-    def _forward(self, key: bytes, data: bytes, kind: int) -> None:
-        """A whole read that is one request for ``key`` with a reply: to its server as it came."""
-        try:
-            server = self.servers[self.index_for(key)]
-        except NoLiveServersError:
-            self._no_live(False)
-            return
-        slot = Slot(self, kind)
-        self.queue.append(slot)
-        (server.active or server.pick()).send(data, slot)
 
     def _leading_gets(self, data: bytes) -> bytes:
         """Forward the single-key ``get`` lines at the start of a pipelined read; return the rest."""
@@ -447,8 +436,6 @@ class ClientSession(ClientConnection):
 
     def _handle(self, cmds: list[Any]) -> None:
         queue = self.queue
-        servers = self.servers
-        index_for = self.index_for
         for cmd in cmds:
             if len(queue) >= self.limit:
                 flow.hold(self, cmds, cmd)
@@ -460,25 +447,12 @@ class ClientSession(ClientConnection):
                     self._multi_get(cmd)
                     continue
                 key = keys[0]
-                try:
-                    server = servers[index_for(key)]
-                except NoLiveServersError:
-                    self._no_live(False)
-                    continue
                 if cmd.with_cas:
-                    slot = Slot(self, VALUES_CAS)
-                    data = _retrieval_prefix(cmd) + key + b"\r\n"
+                    self._keyed(key, _retrieval_prefix(cmd) + key + b"\r\n", False, VALUES_CAS)
                 else:
-                    slot = Slot(self, VALUES)
-                    data = (b"get " if cmd.exptime is None else _retrieval_prefix(cmd)) + key + b"\r\n"
-                self.queue.append(slot)
-                (server.active or server.pick()).send(data, slot)
+                    self._keyed(key, (b"get " if cmd.exptime is None else _retrieval_prefix(cmd)) + key + b"\r\n",
+                                False, VALUES)
             elif kind is StoreCmd:
-                try:
-                    server = servers[index_for(cmd.key)]
-                except NoLiveServersError:
-                    self._no_live(cmd.noreply)
-                    continue
                 value = cmd.value
                 if cmd.command == b"cas":
                     data = b"cas %s %d %d %d %d%s\r\n%s\r\n" % (
@@ -488,13 +462,7 @@ class ClientSession(ClientConnection):
                     data = b"%s %s %d %d %d%s\r\n%s\r\n" % (
                         cmd.command, cmd.key, cmd.flags, cmd.exptime, len(value),
                         NOREPLY if cmd.noreply else b"", value)
-                conn = server.active or server.pick()
-                if cmd.noreply:
-                    conn.send(data, None)
-                else:
-                    slot = Slot(self, LINE)
-                    queue.append(slot)
-                    conn.send(data, slot)
+                self._keyed(cmd.key, data, cmd.noreply)
             else:
                 self._handlers[kind](cmd)
                 if self.closing:
